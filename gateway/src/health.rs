@@ -1,0 +1,135 @@
+//! Process-wide counters and per-source health, shared by every task and read by the status
+//! document (`uplink::status`) and `waymark status`.
+//!
+//! Counters are monotonically increasing `AtomicU64`s (relaxed ordering: they are statistics,
+//! nothing synchronises through them). Counters that must survive a restart (dropped
+//! telemetry, expired events, sequence) live in the store instead.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Monotonic process counters (since start).
+        #[derive(Debug, Default)]
+        pub struct Counters { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A point-in-time copy of [`Counters`].
+        #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+        pub struct CountersSnapshot { $($(#[$doc])* pub $name: u64,)* }
+
+        impl Counters {
+            /// Copies every counter.
+            pub fn snapshot(&self) -> CountersSnapshot {
+                CountersSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Readings received from all sources.
+    readings_in,
+    /// Readings dropped by the deadband / interval filter (they said nothing new).
+    readings_filtered,
+    /// Readings committed to the store inside telemetry batches.
+    readings_stored,
+    /// Telemetry batches committed.
+    batches_stored,
+    /// Events committed (acknowledged to their producer).
+    events_stored,
+    /// Producer retries answered from the dedup table instead of storing a second event.
+    events_deduplicated,
+    /// Input lines rejected (malformed, too long, invalid fields).
+    lines_rejected,
+    /// Telemetry readings lost because the store could not take them (disk full, read-only)
+    /// and the in-memory hold buffer overflowed.
+    readings_lost_store_unavailable,
+    /// MQTT publishes written (including republishes).
+    publishes,
+    /// Payload bytes published.
+    bytes_published,
+    /// PUBACKs received (rows deleted).
+    pubacks,
+    /// Rows republished after a reconnect because their PUBACK never came.
+    republishes,
+    /// Successful MQTT connections.
+    connects,
+    /// Connection failures and drops.
+    connection_errors,
+}
+
+/// State of one source, as the status document reports it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SourceHealth {
+    /// `ok`, `degraded` or `down`.
+    pub state: HealthState,
+    /// Human-readable detail of the last problem, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Wall-clock ms of the last change of `state`.
+    pub since_ms: i64,
+}
+
+/// Coarse health.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthState {
+    /// Working.
+    Ok,
+    /// Working with problems (bad input, slow device).
+    Degraded,
+    /// Not working (device gone, store unwritable); retrying.
+    Down,
+}
+
+/// Shared health registry.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Process counters.
+    pub counters: Counters,
+    components: Mutex<BTreeMap<String, SourceHealth>>,
+}
+
+impl Health {
+    /// Records the state of a component (`store`, `uplink`, a source name). Only a change of
+    /// state moves `since_ms`.
+    pub fn set(&self, component: &str, state: HealthState, detail: Option<String>, now_ms: i64) {
+        let mut map = self.components.lock().unwrap_or_else(|p| p.into_inner());
+        let since_ms = match map.get(component) {
+            Some(h) if h.state == state => h.since_ms,
+            _ => now_ms,
+        };
+        map.insert(component.to_string(), SourceHealth { state, detail, since_ms });
+    }
+
+    /// A copy of every component's health.
+    pub fn components(&self) -> BTreeMap<String, SourceHealth> {
+        self.components.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_change_moves_since() {
+        let h = Health::default();
+        h.set("gps", HealthState::Ok, None, 10);
+        h.set("gps", HealthState::Ok, Some("x".into()), 20);
+        assert_eq!(h.components()["gps"].since_ms, 10);
+        h.set("gps", HealthState::Down, None, 30);
+        assert_eq!(h.components()["gps"].since_ms, 30);
+        Health::add(&h.counters.publishes, 3);
+        assert_eq!(h.counters.snapshot().publishes, 3);
+    }
+}

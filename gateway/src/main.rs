@@ -1,0 +1,3 @@
+//! `waymark`: the gateway daemon and its command line.
+
+fn main() {}
