@@ -292,7 +292,6 @@ pub struct JsonlConfig {
     pub max_connections: usize,
 }
 
-
 /// Bounds that validation enforces (the user manual lists them too).
 pub mod limits {
     /// Largest config file read, bytes.
@@ -321,8 +320,8 @@ pub mod limits {
 }
 
 /// The checked configuration: every value is in range, cross-key rules hold, referenced
-/// files were readable when it was built, and every path is absolute or relative to the
-/// working directory exactly as written in the file's directory.
+/// files were readable when it was built (unless built with [`FileChecks::Skip`]), and
+/// relative paths from the file have been resolved against the file's directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `vehicle.id`, valid in topics and CloudEvent `source`s.
@@ -522,12 +521,19 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn load_with(path: &Path, files: FileChecks) -> Result<Config, ConfigError> {
-        let read_err = |source| ConfigError::Read { path: path.to_path_buf(), source };
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(read_err)?;
         let mut bytes = Vec::new();
-        file.take(limits::MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_err)?;
+        file.take(limits::MAX_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
         if bytes.len() as u64 > limits::MAX_FILE_BYTES {
-            return Err(ConfigError::TooLarge { path: path.to_path_buf() });
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
         }
         let text = match String::from_utf8(bytes) {
             Ok(text) => text,
@@ -574,10 +580,12 @@ impl Config {
             path: path.to_path_buf(),
             problem: syntax_problem(text, &e),
         })?;
-        let raw = RawConfig::deserialize(toml::de::Deserializer::from(doc.clone()))
-            .map_err(|e| ConfigError::Schema {
-                path: path.to_path_buf(),
-                problem: schema_problem(text, &doc, e),
+        let raw =
+            RawConfig::deserialize(toml::de::Deserializer::from(doc.clone())).map_err(|e| {
+                ConfigError::Schema {
+                    path: path.to_path_buf(),
+                    problem: schema_problem(text, &doc, e),
+                }
             })?;
         let base_dir = path.parent().unwrap_or(Path::new(""));
         raw.validate(base_dir, files).map_err(|invalid| {
@@ -585,11 +593,19 @@ impl Config {
                 .into_iter()
                 .map(|inv| {
                     let (line, column) = line_column(text, locate(&doc, &inv.path));
-                    Problem { line, column, key: inv.path.to_string(), message: inv.message }
+                    Problem {
+                        line,
+                        column,
+                        key: inv.path.to_string(),
+                        message: inv.message,
+                    }
                 })
                 .collect();
             problems.sort_by_key(|p| (p.line, p.column));
-            ConfigError::Invalid { path: path.to_path_buf(), problems }
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            }
         })
     }
 }
@@ -601,8 +617,17 @@ impl RawConfig {
     /// # Errors
     /// Every broken rule, in no particular order.
     pub fn validate(self, base_dir: &Path, files: FileChecks) -> Result<Config, Vec<Invalid>> {
-        let mut v = Validator { problems: Vec::new(), files };
-        let RawConfig { vehicle, mut store, pipeline, mut mqtt, mut sources } = self;
+        let mut v = Validator {
+            problems: Vec::new(),
+            files,
+        };
+        let RawConfig {
+            vehicle,
+            mut store,
+            pipeline,
+            mut mqtt,
+            mut sources,
+        } = self;
 
         if let Err(e) = waymark_wire::topics::validate_vehicle_id(&vehicle.id) {
             v.bad(KeyPath::new("vehicle").key("id"), e);
@@ -636,7 +661,13 @@ impl RawConfig {
         v.sources(&sources);
 
         if v.problems.is_empty() {
-            Ok(Config { vehicle_id: vehicle.id, store, pipeline, mqtt, sources })
+            Ok(Config {
+                vehicle_id: vehicle.id,
+                store,
+                pipeline,
+                mqtt,
+                sources,
+            })
         } else {
             Err(v.problems)
         }
@@ -656,12 +687,23 @@ struct Validator {
 
 impl Validator {
     fn bad(&mut self, path: KeyPath, message: impl Into<String>) {
-        self.problems.push(Invalid { path, message: message.into() });
+        self.problems.push(Invalid {
+            path,
+            message: message.into(),
+        });
     }
 
-    fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, path: KeyPath, value: T, (lo, hi): (T, T)) {
+    fn range<T: PartialOrd + fmt::Display + Copy>(
+        &mut self,
+        path: KeyPath,
+        value: T,
+        (lo, hi): (T, T),
+    ) {
         if value < lo || value > hi {
-            self.bad(path, format!("{value} is out of range; allowed {lo} to {hi}"));
+            self.bad(
+                path,
+                format!("{value} is out of range; allowed {lo} to {hi}"),
+            );
         }
     }
 
@@ -685,7 +727,11 @@ impl Validator {
         if store.max_bytes < limits::STORE_MIN_BYTES {
             self.bad(
                 at("max_bytes"),
-                format!("{} is too small; at least {}", store.max_bytes, limits::STORE_MIN_BYTES),
+                format!(
+                    "{} is too small; at least {}",
+                    store.max_bytes,
+                    limits::STORE_MIN_BYTES
+                ),
             );
         } else if store.max_bytes < pipeline.batch_max_bytes as u64 {
             self.bad(
@@ -700,9 +746,21 @@ impl Validator {
 
     fn pipeline(&mut self, p: &PipelineConfig) {
         let at = |key| KeyPath::new("pipeline").key(key);
-        self.range(at("batch_window_ms"), p.batch_window_ms, limits::BATCH_WINDOW_MS);
-        self.range(at("batch_max_readings"), p.batch_max_readings, limits::BATCH_MAX_READINGS);
-        self.range(at("batch_max_bytes"), p.batch_max_bytes, limits::BATCH_MAX_BYTES);
+        self.range(
+            at("batch_window_ms"),
+            p.batch_window_ms,
+            limits::BATCH_WINDOW_MS,
+        );
+        self.range(
+            at("batch_max_readings"),
+            p.batch_max_readings,
+            limits::BATCH_MAX_READINGS,
+        );
+        self.range(
+            at("batch_max_bytes"),
+            p.batch_max_bytes,
+            limits::BATCH_MAX_BYTES,
+        );
         self.filter(at("default_filter"), &p.default_filter);
 
         for (i, s) in p.signals.iter().enumerate() {
@@ -718,7 +776,10 @@ impl Validator {
                 continue;
             }
             if name.find('*').is_some_and(|pos| pos + 1 != name.len()) {
-                self.bad(entry.key("name"), "`*` may only be the last character (a prefix match)");
+                self.bad(
+                    entry.key("name"),
+                    "`*` may only be the last character (a prefix match)",
+                );
                 continue;
             }
             // First match wins: an entry that an earlier one always beats is dead config.
@@ -744,7 +805,10 @@ impl Validator {
 
     fn filter(&mut self, at: KeyPath, f: &FilterConfig) {
         if !f.deadband.is_finite() || f.deadband < 0.0 {
-            self.bad(at.clone().key("deadband"), format!("{} is not a finite number ≥ 0", f.deadband));
+            self.bad(
+                at.clone().key("deadband"),
+                format!("{} is not a finite number ≥ 0", f.deadband),
+            );
         }
         if f.max_interval_ms != 0 && f.max_interval_ms < f.min_interval_ms {
             self.bad(
@@ -783,18 +847,22 @@ impl Validator {
             }
         }
         match (&m.client_cert_file, &m.client_key_file) {
-            (Some(_), None) => self.bad(at("client_key_file"), "required when client_cert_file is set"),
-            (None, Some(_)) => self.bad(at("client_cert_file"), "required when client_key_file is set"),
+            (Some(_), None) => self.bad(
+                at("client_key_file"),
+                "required when client_cert_file is set",
+            ),
+            (None, Some(_)) => self.bad(
+                at("client_cert_file"),
+                "required when client_key_file is set",
+            ),
             (Some(cert), Some(key)) if m.tls => {
                 self.readable_file(at("client_cert_file"), cert);
                 self.readable_file(at("client_key_file"), key);
             }
             _ => {}
         }
-        if let Some(user) = &m.username {
-            if user.is_empty() {
-                self.bad(at("username"), "must not be empty; leave it out instead");
-            }
+        if m.username.as_ref().is_some_and(String::is_empty) {
+            self.bad(at("username"), "must not be empty; leave it out instead");
         }
         if let Some(file) = &m.password_file {
             if m.username.is_none() {
@@ -802,25 +870,41 @@ impl Validator {
             }
             self.readable_file(at("password_file"), file);
         }
-        if let Some(id) = &m.client_id {
-            if id.is_empty() || id.len() > 65_535 || id.chars().any(char::is_control) {
-                self.bad(at("client_id"), "must be 1 to 65535 bytes without control characters");
-            }
+        if let Some(id) = &m.client_id
+            && (id.is_empty() || id.len() > 65_535 || id.chars().any(char::is_control))
+        {
+            self.bad(
+                at("client_id"),
+                "must be 1 to 65535 bytes without control characters",
+            );
         }
 
         let prefix = &m.topic_prefix;
         if prefix.is_empty() {
             self.bad(at("topic_prefix"), "must not be empty");
         } else if prefix.contains(['+', '#', '\0']) {
-            self.bad(at("topic_prefix"), "must not contain the MQTT wildcards `+`, `#` or NUL");
+            self.bad(
+                at("topic_prefix"),
+                "must not contain the MQTT wildcards `+`, `#` or NUL",
+            );
         } else if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
-            self.bad(at("topic_prefix"), "must not start or end with `/` or contain empty levels");
+            self.bad(
+                at("topic_prefix"),
+                "must not start or end with `/` or contain empty levels",
+            );
         } else if prefix.starts_with('$') {
-            self.bad(at("topic_prefix"), "must not start with `$` (reserved for broker topics)");
+            self.bad(
+                at("topic_prefix"),
+                "must not start with `$` (reserved for broker topics)",
+            );
         }
 
         self.range(at("keep_alive_s"), m.keep_alive_s, limits::KEEP_ALIVE_S);
-        self.range(at("connect_timeout_s"), m.connect_timeout_s, limits::CONNECT_TIMEOUT_S);
+        self.range(
+            at("connect_timeout_s"),
+            m.connect_timeout_s,
+            limits::CONNECT_TIMEOUT_S,
+        );
         self.range(at("inflight"), m.inflight, limits::INFLIGHT);
         if m.reconnect_min_ms == 0 {
             self.bad(at("reconnect_min_ms"), "must be at least 1");
@@ -854,7 +938,9 @@ impl Validator {
             let name = source.name();
             if name.is_empty()
                 || name.len() > limits::SOURCE_NAME_LEN
-                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
                 self.bad(
                     at("name"),
@@ -864,7 +950,10 @@ impl Validator {
                     ),
                 );
             } else if let Some(j) = sources[..i].iter().position(|s| s.name() == name) {
-                self.bad(at("name"), format!("`{name}` is already the name of sources[{j}]"));
+                self.bad(
+                    at("name"),
+                    format!("`{name}` is already the name of sources[{j}]"),
+                );
             }
             match source {
                 SourceConfig::Jsonl(j) => self.jsonl(i, j, &sources[..i]),
@@ -892,7 +981,10 @@ impl Validator {
             } else if let Some(k) = earlier.iter().position(|s| match s {
                 SourceConfig::Jsonl(e) => e.unix_socket.as_ref() == Some(socket),
             }) {
-                self.bad(at("unix_socket"), format!("sources[{k}] already listens there"));
+                self.bad(
+                    at("unix_socket"),
+                    format!("sources[{k}] already listens there"),
+                );
             }
         }
         if let Some(addr) = j.tcp_listen {
@@ -904,10 +996,17 @@ impl Validator {
             } else if let Some(k) = earlier.iter().position(|s| match s {
                 SourceConfig::Jsonl(e) => addr.port() != 0 && e.tcp_listen == Some(addr),
             }) {
-                self.bad(at("tcp_listen"), format!("sources[{k}] already listens there"));
+                self.bad(
+                    at("tcp_listen"),
+                    format!("sources[{k}] already listens there"),
+                );
             }
         }
-        self.range(at("max_line_bytes"), j.max_line_bytes, limits::JSONL_LINE_BYTES);
+        self.range(
+            at("max_line_bytes"),
+            j.max_line_bytes,
+            limits::JSONL_LINE_BYTES,
+        );
         if j.max_lines_per_s == 0 {
             self.bad(at("max_lines_per_s"), "must be at least 1");
         }
@@ -999,7 +1098,12 @@ fn path_at(doc: &DeTable<'_>, pos: usize) -> KeyPath {
 
 fn syntax_problem(text: &str, e: &toml::de::Error) -> Problem {
     let (line, column) = line_column(text, e.span().map_or(0, |s| s.start));
-    Problem { line, column, key: String::new(), message: e.message().trim().to_string() }
+    Problem {
+        line,
+        column,
+        key: String::new(),
+        message: e.message().trim().to_string(),
+    }
 }
 
 /// Locates a serde error: finds the key from its span, and re-deserializes a `[[sources]]`
@@ -1018,16 +1122,24 @@ fn schema_problem(text: &str, doc: &Spanned<DeTable<'_>>, e: toml::de::Error) ->
     }
     let mut message = error.message().trim().to_string();
     // "missing field `host`" at `[mqtt]`: name the missing key itself.
-    if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
-        path = if path.0.is_empty() { KeyPath::new(field) } else { path.key(field) };
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        path = if path.0.is_empty() {
+            KeyPath::new(field)
+        } else {
+            path.key(field)
+        };
         message = "required key is missing".to_string();
     }
     let offset = match error.span() {
         // A table's own key (`[bogus]`): report the header's `[`, as for validation errors.
         Some(span) => match locate(doc, &path) {
-            header if text.get(header..span.start).is_some_and(|h| {
-                h.starts_with('[') && !h.contains('\n')
-            }) =>
+            header
+                if text
+                    .get(header..span.start)
+                    .is_some_and(|h| h.starts_with('[') && !h.contains('\n')) =>
             {
                 header
             }
@@ -1036,17 +1148,29 @@ fn schema_problem(text: &str, doc: &Spanned<DeTable<'_>>, e: toml::de::Error) ->
         None => locate(doc, &path),
     };
     let (line, column) = line_column(text, offset);
-    Problem { line, column, key: path.to_string(), message }
+    Problem {
+        line,
+        column,
+        key: path.to_string(),
+        message,
+    }
 }
 
 /// If `path` is exactly a `[[sources]]` entry, deserialize that entry as its variant's struct
 /// and return its (precisely located) error.
 fn refine_source_error(doc: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option<toml::de::Error> {
-    let [Seg::Key(sources), Seg::Index(i)] = path.0.as_slice() else { return None };
+    let [Seg::Key(sources), Seg::Index(i)] = path.0.as_slice() else {
+        return None;
+    };
     if sources != "sources" {
         return None;
     }
-    let entry = doc.get_ref().get("sources")?.get_ref().as_array()?.get(*i)?;
+    let entry = doc
+        .get_ref()
+        .get("sources")?
+        .get_ref()
+        .as_array()?
+        .get(*i)?;
     let mut table = entry.get_ref().as_table()?.clone();
     let type_ = table.remove("type")?;
     let de = toml::de::ValueDeserializer::from(Spanned::new(entry.span(), DeValue::Table(table)));
@@ -1149,7 +1273,9 @@ impl MqttConfig {
 
     /// The MQTT client id: `client_id`, or `waymark-<vehicle id>`.
     pub fn client_id(&self, vehicle_id: &str) -> String {
-        self.client_id.clone().unwrap_or_else(|| format!("waymark-{vehicle_id}"))
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| format!("waymark-{vehicle_id}"))
     }
 }
 
@@ -1196,7 +1322,11 @@ tls = false
     /// Asserts the problem's key and its line/column.
     #[track_caller]
     fn at(p: &Problem, key: &str, line: usize, column: usize) {
-        assert_eq!((p.key.as_str(), p.line, p.column), (key, line, column), "{p}");
+        assert_eq!(
+            (p.key.as_str(), p.line, p.column),
+            (key, line, column),
+            "{p}"
+        );
     }
 
     #[test]
@@ -1224,7 +1354,10 @@ tls = false
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.vehicle_id, "TRUCK-042");
         assert!(c.mqtt.tls);
-        assert_eq!(c.mqtt.ca_file.as_deref(), Some(Path::new("/etc/waymark/ca.pem")));
+        assert_eq!(
+            c.mqtt.ca_file.as_deref(),
+            Some(Path::new("/etc/waymark/ca.pem"))
+        );
         assert_eq!(c.sources.len(), 1);
         let SourceConfig::Jsonl(j) = &c.sources[0];
         assert!(j.unix_socket.is_some());
@@ -1236,7 +1369,8 @@ tls = false
     /// with its path.
     #[test]
     fn example_file_checks_name_the_files() {
-        let Err(ConfigError::Invalid { problems, .. }) = Config::from_toml(EXAMPLE, Path::new(FILE))
+        let Err(ConfigError::Invalid { problems, .. }) =
+            Config::from_toml(EXAMPLE, Path::new(FILE))
         else {
             // Only possible on a machine that has the example's files.
             return;
@@ -1289,8 +1423,15 @@ tls = false
         match v {
             serde_json::Value::Object(m) => {
                 for (k, v) in m {
-                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    if matches!(v, serde_json::Value::Object(_) | serde_json::Value::Array(_)) {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if matches!(
+                        v,
+                        serde_json::Value::Object(_) | serde_json::Value::Array(_)
+                    ) {
                         json_keys(v, &path, out);
                     } else {
                         out.insert(path);
@@ -1310,7 +1451,11 @@ tls = false
         match v {
             toml::Value::Table(t) => {
                 for (k, v) in t {
-                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     if matches!(v, toml::Value::Table(_) | toml::Value::Array(_)) {
                         toml_keys(v, &path, out);
                     } else {
@@ -1332,11 +1477,21 @@ tls = false
     #[test]
     fn example_sets_every_key() {
         let schema = schema_keys();
-        assert!(schema.contains("mqtt.ca_file") && schema.contains("sources[].type"), "{schema:?}");
+        assert!(
+            schema.contains("mqtt.ca_file") && schema.contains("sources[].type"),
+            "{schema:?}"
+        );
         let mut example = BTreeSet::new();
-        toml_keys(&toml::from_str::<toml::Value>(EXAMPLE).unwrap(), "", &mut example);
+        toml_keys(
+            &toml::from_str::<toml::Value>(EXAMPLE).unwrap(),
+            "",
+            &mut example,
+        );
         let missing: Vec<_> = schema.difference(&example).collect();
-        assert!(missing.is_empty(), "keys missing from examples/waymark.toml: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "keys missing from examples/waymark.toml: {missing:?}"
+        );
     }
 
     /// Every key is in the manual, in the section of its table (`## \`[mqtt]\``,
@@ -1353,7 +1508,10 @@ tls = false
                 missing.push(path);
             }
         }
-        assert!(missing.is_empty(), "keys missing from docs/configuration.md: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "keys missing from docs/configuration.md: {missing:?}"
+        );
     }
 
     /// The text from the heading that names `[table]` to the next table heading.
@@ -1367,7 +1525,8 @@ tls = false
                 if is_heading && line.contains("`[") {
                     return Some(&MANUAL[s..offset]);
                 }
-            } else if is_heading && (line.contains(&table_heading) || line.contains(&array_heading)) {
+            } else if is_heading && (line.contains(&table_heading) || line.contains(&array_heading))
+            {
                 start = Some(offset);
             }
             offset += line.len();
@@ -1381,14 +1540,22 @@ tls = false
     fn display_format() {
         let text = format!("{BASE}tls = true\n").replace("tls = false\n", "");
         let e = check(&text).unwrap_err();
-        assert_eq!(e.to_string(), format!("{FILE}:4:1: mqtt.ca_file: required when tls = true"));
+        assert_eq!(
+            e.to_string(),
+            format!("{FILE}:4:1: mqtt.ca_file: required when tls = true")
+        );
     }
 
     #[test]
     fn syntax_error_is_located() {
         let e = check("[vehicle]\nid = TRUCK\n").unwrap_err();
-        let ConfigError::Syntax { problem, .. } = &e else { panic!("{e:?}") };
-        assert_eq!((problem.line, problem.column, problem.key.as_str()), (2, 6, ""));
+        let ConfigError::Syntax { problem, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (problem.line, problem.column, problem.key.as_str()),
+            (2, 6, "")
+        );
         assert!(e.to_string().starts_with(&format!("{FILE}:2:6: ")), "{e}");
         // A duplicate key is a syntax error too.
         let e = check(&format!("{BASE}host = \"again\"\n")).unwrap_err();
@@ -1460,20 +1627,36 @@ tls = false
 
     #[test]
     fn inline_and_dotted_forms_are_located() {
-        let text = "vehicle = { id = \"A\" }\nmqtt.host = \"h\"\nmqtt.tls = false\nmqtt.inflight = 0\n";
+        let text =
+            "vehicle = { id = \"A\" }\nmqtt.host = \"h\"\nmqtt.tls = false\nmqtt.inflight = 0\n";
         // A dotted key is reported at its last part.
         at(&invalid(text), "mqtt.inflight", 4, 6);
-        let text = format!("{BASE}[pipeline]\nsignals = [{{ name = \"a\" }}, {{ name = \"b\", deadband = -1 }}]\n");
+        let text = format!(
+            "{BASE}[pipeline]\nsignals = [{{ name = \"a\" }}, {{ name = \"b\", deadband = -1 }}]\n"
+        );
         at(&invalid(&text), "pipeline.signals[1].deadband", 8, 42);
     }
 
     #[test]
     fn all_problems_are_reported_in_file_order() {
         let text = format!("{BASE}inflight = 0\nkeep_alive_s = 1\n[store]\nmax_bytes = 5\n");
-        let Err(ConfigError::Invalid { problems, .. }) = check(&text) else { panic!() };
+        let Err(ConfigError::Invalid { problems, .. }) = check(&text) else {
+            panic!()
+        };
         let keys: Vec<_> = problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
-        assert_eq!(keys, [("mqtt.inflight", 7), ("mqtt.keep_alive_s", 8), ("store.max_bytes", 10)]);
-        let shown = ConfigError::Invalid { path: FILE.into(), problems }.to_string();
+        assert_eq!(
+            keys,
+            [
+                ("mqtt.inflight", 7),
+                ("mqtt.keep_alive_s", 8),
+                ("store.max_bytes", 10)
+            ]
+        );
+        let shown = ConfigError::Invalid {
+            path: FILE.into(),
+            problems,
+        }
+        .to_string();
         assert_eq!(shown.lines().count(), 3);
         assert!(shown.lines().all(|l| l.starts_with(FILE)), "{shown}");
     }
@@ -1486,7 +1669,12 @@ tls = false
         at(&p, "vehicle.id", 2, 1);
         assert!(p.message.contains("not allowed"), "{p}");
         at(&invalid(&BASE.replace("TRUCK-042", "")), "vehicle.id", 2, 1);
-        at(&invalid(&BASE.replace("TRUCK-042", &"x".repeat(65))), "vehicle.id", 2, 1);
+        at(
+            &invalid(&BASE.replace("TRUCK-042", &"x".repeat(65))),
+            "vehicle.id",
+            2,
+            1,
+        );
     }
 
     #[test]
@@ -1514,17 +1702,45 @@ tls = false
         let p = invalid(&format!("{BASE}password_file = \"/etc/waymark/pw\"\n"));
         at(&p, "mqtt.username", 4, 1);
         assert_eq!(p.message, "required when password_file is set");
-        assert!(check(&format!("{BASE}username = \"u\"\npassword_file = \"/etc/waymark/pw\"\n")).is_ok());
-        at(&invalid(&format!("{BASE}username = \"\"\n")), "mqtt.username", 7, 1);
-        at(&invalid(&format!("{BASE}client_id = \"\"\n")), "mqtt.client_id", 7, 1);
+        assert!(
+            check(&format!(
+                "{BASE}username = \"u\"\npassword_file = \"/etc/waymark/pw\"\n"
+            ))
+            .is_ok()
+        );
+        at(
+            &invalid(&format!("{BASE}username = \"\"\n")),
+            "mqtt.username",
+            7,
+            1,
+        );
+        at(
+            &invalid(&format!("{BASE}client_id = \"\"\n")),
+            "mqtt.client_id",
+            7,
+            1,
+        );
     }
 
     #[test]
     fn host_and_port() {
-        at(&invalid(&BASE.replace("broker.example.com", "")), "mqtt.host", 5, 1);
-        at(&invalid(&BASE.replace("broker.example.com", "a b")), "mqtt.host", 5, 1);
+        at(
+            &invalid(&BASE.replace("broker.example.com", "")),
+            "mqtt.host",
+            5,
+            1,
+        );
+        at(
+            &invalid(&BASE.replace("broker.example.com", "a b")),
+            "mqtt.host",
+            5,
+            1,
+        );
         at(&invalid(&format!("{BASE}port = 0\n")), "mqtt.port", 7, 1);
-        assert_eq!(check(&format!("{BASE}port = 1884\n")).unwrap().mqtt.port(), 1884);
+        assert_eq!(
+            check(&format!("{BASE}port = 1884\n")).unwrap().mqtt.port(),
+            1884
+        );
     }
 
     #[test]
@@ -1549,7 +1765,10 @@ tls = false
         assert!(p.message.contains("No such file"), "{p}");
 
         let e = Config::from_toml(&text(dir.path()), &config_path).unwrap_err();
-        assert!(e.problems()[0].message.contains("not a regular file"), "{e}");
+        assert!(
+            e.problems()[0].message.contains("not a regular file"),
+            "{e}"
+        );
 
         // The same text with the checks skipped is fine.
         assert!(Config::from_toml_with(&text(&missing), &config_path, FileChecks::Skip).is_ok());
@@ -1587,7 +1806,10 @@ tls = false
             ("inflight = 0", "mqtt.inflight"),
             ("inflight = 1025", "mqtt.inflight"),
             ("reconnect_min_ms = 0", "mqtt.reconnect_min_ms"),
-            ("reconnect_min_ms = 2000\nreconnect_max_ms = 1000", "mqtt.reconnect_min_ms"),
+            (
+                "reconnect_min_ms = 2000\nreconnect_max_ms = 1000",
+                "mqtt.reconnect_min_ms",
+            ),
             ("status_interval_s = 0", "mqtt.status_interval_s"),
             ("max_bytes_per_s = 1000", "mqtt.max_bytes_per_s"),
         ] {
@@ -1614,7 +1836,12 @@ tls = false
             "{BASE}[store]\nmax_bytes = 1048576\n[pipeline]\nbatch_max_bytes = 2097152\n"
         ));
         at(&p, "store.max_bytes", 8, 1);
-        at(&invalid(&format!("{BASE}[store]\npath = \"\"\n")), "store.path", 8, 1);
+        at(
+            &invalid(&format!("{BASE}[store]\npath = \"\"\n")),
+            "store.path",
+            8,
+            1,
+        );
     }
 
     #[test]
@@ -1624,13 +1851,33 @@ tls = false
             ("batch_window_ms = 10", "pipeline.batch_window_ms", true),
             ("batch_window_ms = 60000", "pipeline.batch_window_ms", true),
             ("batch_window_ms = 60001", "pipeline.batch_window_ms", false),
-            ("batch_max_readings = 0", "pipeline.batch_max_readings", false),
-            ("batch_max_readings = 1", "pipeline.batch_max_readings", true),
-            ("batch_max_readings = 1000001", "pipeline.batch_max_readings", false),
+            (
+                "batch_max_readings = 0",
+                "pipeline.batch_max_readings",
+                false,
+            ),
+            (
+                "batch_max_readings = 1",
+                "pipeline.batch_max_readings",
+                true,
+            ),
+            (
+                "batch_max_readings = 1000001",
+                "pipeline.batch_max_readings",
+                false,
+            ),
             ("batch_max_bytes = 1023", "pipeline.batch_max_bytes", false),
             ("batch_max_bytes = 1024", "pipeline.batch_max_bytes", true),
-            ("batch_max_bytes = 267386880", "pipeline.batch_max_bytes", true),
-            ("batch_max_bytes = 267386881", "pipeline.batch_max_bytes", false),
+            (
+                "batch_max_bytes = 267386880",
+                "pipeline.batch_max_bytes",
+                true,
+            ),
+            (
+                "batch_max_bytes = 267386881",
+                "pipeline.batch_max_bytes",
+                false,
+            ),
         ] {
             // A large store so that the store ≥ batch rule does not interfere.
             let text = format!("{BASE}[store]\nmax_bytes = 1073741824\n[pipeline]\n{kv}\n");
@@ -1645,12 +1892,32 @@ tls = false
     #[test]
     fn filters() {
         let f = |body: &str| format!("{BASE}[pipeline.default_filter]\n{body}\n");
-        at(&invalid(&f("deadband = -0.5")), "pipeline.default_filter.deadband", 8, 1);
-        at(&invalid(&f("deadband = nan")), "pipeline.default_filter.deadband", 8, 1);
-        at(&invalid(&f("deadband = inf")), "pipeline.default_filter.deadband", 8, 1);
+        at(
+            &invalid(&f("deadband = -0.5")),
+            "pipeline.default_filter.deadband",
+            8,
+            1,
+        );
+        at(
+            &invalid(&f("deadband = nan")),
+            "pipeline.default_filter.deadband",
+            8,
+            1,
+        );
+        at(
+            &invalid(&f("deadband = inf")),
+            "pipeline.default_filter.deadband",
+            8,
+            1,
+        );
         let p = invalid(&f("min_interval_ms = 1000\nmax_interval_ms = 500"));
         at(&p, "pipeline.default_filter.max_interval_ms", 9, 1);
-        assert!(check(&f("min_interval_ms = 1000\nmax_interval_ms = 0\ndeadband = 2")).is_ok());
+        assert!(
+            check(&f(
+                "min_interval_ms = 1000\nmax_interval_ms = 0\ndeadband = 2"
+            ))
+            .is_ok()
+        );
         // Integers are fine where a float is expected.
         let c = check(&f("deadband = 2")).unwrap();
         assert_eq!(c.pipeline.default_filter.deadband, 2.0);
@@ -1667,16 +1934,41 @@ tls = false
         };
         // BASE has 6 lines; entry i starts on line 7 + 2i, its name on the next line.
         at(&invalid(&sig(&[""])), "pipeline.signals[0].name", 8, 1);
-        at(&invalid(&sig(&["Vehicle.*.Speed"])), "pipeline.signals[0].name", 8, 1);
-        at(&invalid(&sig(&["a", "**"])), "pipeline.signals[1].name", 10, 1);
-        at(&invalid(&sig(&[" Vehicle.Speed"])), "pipeline.signals[0].name", 8, 1);
+        at(
+            &invalid(&sig(&["Vehicle.*.Speed"])),
+            "pipeline.signals[0].name",
+            8,
+            1,
+        );
+        at(
+            &invalid(&sig(&["a", "**"])),
+            "pipeline.signals[1].name",
+            10,
+            1,
+        );
+        at(
+            &invalid(&sig(&[" Vehicle.Speed"])),
+            "pipeline.signals[0].name",
+            8,
+            1,
+        );
         assert!(check(&sig(&["Vehicle.Speed", "Vehicle.Cargo.*", "*"])).is_ok());
         // Entries that an earlier one always beats never apply.
         let p = invalid(&sig(&["Vehicle.*", "Vehicle.Speed"]));
         at(&p, "pipeline.signals[1].name", 10, 1);
         assert!(p.message.contains("pipeline.signals[0]"), "{p}");
-        at(&invalid(&sig(&["a", "b", "a"])), "pipeline.signals[2].name", 12, 1);
-        at(&invalid(&sig(&["Vehicle.*", "Vehicle.Cargo.*"])), "pipeline.signals[1].name", 10, 1);
+        at(
+            &invalid(&sig(&["a", "b", "a"])),
+            "pipeline.signals[2].name",
+            12,
+            1,
+        );
+        at(
+            &invalid(&sig(&["Vehicle.*", "Vehicle.Cargo.*"])),
+            "pipeline.signals[1].name",
+            10,
+            1,
+        );
         // The narrower prefix first is fine: it wins for its signals.
         assert!(check(&sig(&["Vehicle.Cargo.*", "Vehicle.*"])).is_ok());
         let text = format!("{}deadband = -1\n", sig(&["a", "b"]));
@@ -1689,7 +1981,12 @@ tls = false
 
     #[test]
     fn jsonl_sources() {
-        at(&invalid(&jsonl("name = \"app\"")), "sources[0].unix_socket", 7, 1);
+        at(
+            &invalid(&jsonl("name = \"app\"")),
+            "sources[0].unix_socket",
+            7,
+            1,
+        );
         let ok = jsonl("unix_socket = \"/run/waymark/in.sock\"\ntcp_listen = \"127.0.0.1:7410\"");
         let c = check(&ok).unwrap();
         assert_eq!(c.sources[0].name(), "jsonl");
@@ -1697,15 +1994,28 @@ tls = false
         let p = invalid(&jsonl("tcp_listen = \"0.0.0.0:7410\""));
         at(&p, "sources[0].tcp_listen", 9, 1);
         assert!(p.message.contains("loopback"), "{p}");
-        at(&invalid(&jsonl("tcp_listen = \"192.168.1.5:7410\"")), "sources[0].tcp_listen", 9, 1);
+        at(
+            &invalid(&jsonl("tcp_listen = \"192.168.1.5:7410\"")),
+            "sources[0].tcp_listen",
+            9,
+            1,
+        );
         let long = format!("unix_socket = \"/{}\"", "s".repeat(110));
         at(&invalid(&jsonl(&long)), "sources[0].unix_socket", 9, 1);
         let t = "tcp_listen = \"127.0.0.1:7410\"\n";
         for (kv, key, ok) in [
             ("max_line_bytes = 255", "sources[0].max_line_bytes", false),
             ("max_line_bytes = 256", "sources[0].max_line_bytes", true),
-            ("max_line_bytes = 1048576", "sources[0].max_line_bytes", true),
-            ("max_line_bytes = 1048577", "sources[0].max_line_bytes", false),
+            (
+                "max_line_bytes = 1048576",
+                "sources[0].max_line_bytes",
+                true,
+            ),
+            (
+                "max_line_bytes = 1048577",
+                "sources[0].max_line_bytes",
+                false,
+            ),
             ("max_lines_per_s = 0", "sources[0].max_lines_per_s", false),
             ("max_lines_per_s = 1", "sources[0].max_lines_per_s", true),
             ("max_connections = 0", "sources[0].max_connections", false),
@@ -1754,7 +2064,10 @@ tls = false
         let path = dir.path().join("waymark.toml");
         let e = Config::load(&path).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
-        assert!(e.to_string().starts_with(&path.display().to_string()), "{e}");
+        assert!(
+            e.to_string().starts_with(&path.display().to_string()),
+            "{e}"
+        );
 
         std::fs::write(&path, BASE).unwrap();
         assert_eq!(Config::load(&path).unwrap().vehicle_id, "TRUCK-042");
@@ -1763,11 +2076,16 @@ tls = false
         bytes.extend_from_slice(b"# caf\xe9\n");
         std::fs::write(&path, bytes).unwrap();
         let e = Config::load(&path).unwrap_err();
-        let ConfigError::Syntax { problem, .. } = &e else { panic!("{e:?}") };
+        let ConfigError::Syntax { problem, .. } = &e else {
+            panic!("{e:?}")
+        };
         assert_eq!((problem.line, problem.column), (7, 6));
 
         std::fs::write(&path, vec![b'#'; limits::MAX_FILE_BYTES as usize + 1]).unwrap();
-        assert!(matches!(Config::load(&path), Err(ConfigError::TooLarge { .. })));
+        assert!(matches!(
+            Config::load(&path),
+            Err(ConfigError::TooLarge { .. })
+        ));
     }
 
     #[test]
