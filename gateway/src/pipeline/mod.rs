@@ -537,11 +537,22 @@ mod tests {
         health: Arc<Health>,
         store: Store,
         task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A store in a fresh directory (so that these tests also run against the SQLite store).
+    fn open_store(health: &Arc<Health>) -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            path: dir.path().join("buffer.db"),
+            ..StoreConfig::default()
+        };
+        (Store::open(&cfg, "TRUCK-042", health.clone()).unwrap(), dir)
     }
 
     fn start(cfg: PipelineConfig) -> Harness {
         let health = Arc::new(Health::default());
-        let store = Store::open(&StoreConfig::default(), "TRUCK-042", health.clone()).unwrap();
+        let (store, dir) = open_store(&health);
         let (tx, rx) = mpsc::channel(4096);
         let trigger = Trigger::new();
         let task = tokio::spawn(run(
@@ -557,6 +568,7 @@ mod tests {
             health,
             store,
             task,
+            _dir: dir,
         }
     }
 
@@ -641,7 +653,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_drains_the_channel_and_flushes() {
         let health = Arc::new(Health::default());
-        let store = Store::open(&StoreConfig::default(), "TRUCK-042", health.clone()).unwrap();
+        let (store, _dir) = open_store(&health);
         let (tx, rx) = mpsc::channel(4096);
         for r in readings(0..1500) {
             tx.try_send(r).unwrap();
