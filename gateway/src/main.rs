@@ -81,7 +81,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("{:#}", anyhow::Error::from(e));
                 ExitCode::from(2)
             }
         }),
@@ -89,7 +89,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{e}");
+                    eprintln!("{:#}", anyhow::Error::from(e));
                     return Ok(ExitCode::from(2));
                 }
             };
