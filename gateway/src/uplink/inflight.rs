@@ -380,10 +380,13 @@ impl InFlight {
         self.cursors = Cursors::default();
     }
 
-    /// A fetch returned nothing: every row after the cursors is handed out, so rows still
-    /// marked as lost are no longer in the store (expired or dropped); forget them.
+    /// A fetch returned nothing: every row after the cursors is handed out. Every loss reset
+    /// the cursors, so a lost row that is not handed out again by now is no longer in the
+    /// store (expired or dropped): forget it. Lost rows handed out again stay marked until
+    /// they are written.
     pub fn end_of_outbox(&mut self) {
-        self.lost.clear();
+        let tracked = &self.tracked;
+        self.lost.retain(|id| tracked.contains(id));
     }
 
     /// When the oldest written publish still awaiting its PUBACK was written.
@@ -721,6 +724,34 @@ mod tests {
         // Even a lost session keeps acknowledged rows out of the refetch.
         f.on_connected(false);
         assert_eq!(f.accept_fetched([row(2, Cursor::Alert)]), 0);
+    }
+
+    #[test]
+    fn end_of_outbox_keeps_lost_rows_awaiting_their_write() {
+        let now = Instant::now();
+        let mut f = InFlight::new(4);
+        submit(&mut f, &[1, 2]);
+        f.on_publish(1, now);
+        f.on_publish(2, now);
+        f.on_connected(false);
+        // The walk after the reconnect hands both out again, then finds nothing more before
+        // rumqttc reports the writes.
+        submit(&mut f, &[1, 2]);
+        f.end_of_outbox();
+        assert_eq!(
+            f.on_publish(1, now),
+            Written::First {
+                tag: tag(1),
+                republish: true
+            }
+        );
+        assert_eq!(
+            f.on_publish(2, now),
+            Written::First {
+                tag: tag(2),
+                republish: true
+            }
+        );
     }
 
     #[test]

@@ -111,16 +111,57 @@ fn build_client(s: &Settings) -> (AsyncClient, EventLoop) {
 }
 
 /// A one-line description of a connection error for logs and health (never holds secrets).
+/// TLS failures get a sentence saying which side rejected what, then rumqttc's words.
 fn describe(e: &ConnectionError) -> String {
-    match e {
+    let raw = match e {
         ConnectionError::ConnectionRefused(code) => {
-            format!("broker refused the connection: {code:?}")
+            return format!("broker refused the connection: {code:?}");
         }
         ConnectionError::NetworkTimeout => {
-            "timed out connecting (TCP, TLS handshake or CONNACK)".to_string()
+            return "timed out connecting (TCP, TLS handshake or CONNACK)".to_string();
         }
         other => other.to_string(),
+    };
+    match tls_cause(e) {
+        Some(hint) => format!("{hint} ({raw})"),
+        None => raw,
     }
+}
+
+/// Finds a rustls error in the chain (rumqttc wraps it in `io::Error`s) and explains it.
+fn tls_cause(e: &ConnectionError) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return Some(match tls {
+                rustls::Error::AlertReceived(Alert::CertificateRequired) => {
+                    "TLS: the broker requires a client certificate (set mqtt.client_cert_file and \
+                     mqtt.client_key_file)"
+                        .to_string()
+                }
+                rustls::Error::AlertReceived(
+                    alert @ (Alert::UnknownCA
+                    | Alert::BadCertificate
+                    | Alert::CertificateUnknown
+                    | Alert::CertificateRevoked
+                    | Alert::CertificateExpired
+                    | Alert::AccessDenied),
+                ) => format!("TLS: the broker rejected our client certificate ({alert:?})"),
+                rustls::Error::InvalidCertificate(why) => format!(
+                    "TLS: the broker's certificate is not trusted with mqtt.ca_file ({why:?})"
+                ),
+                other => format!("TLS: {other}"),
+            });
+        }
+        next = err.source();
+    }
+    None
 }
 
 struct Driver {
@@ -591,7 +632,7 @@ impl Driver {
             self.flush_acks().await;
         }
         info!(
-            unacked,
+            in_flight = unacked,
             clean = self.disconnect_written,
             "Uplink stopped; unacknowledged rows stay in the store."
         );
