@@ -132,93 +132,101 @@ fn generate_certs(dir: &Path) -> Certs {
     certs
 }
 
+/// Starts mosquitto with `dir/mosquitto.conf` and waits until it accepts on every port.
+async fn spawn(dir: &Path, port: u16, tls_port: Option<u16>) -> Result<Child, String> {
+    let log = || std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default();
+    let mut child = Command::new(binary())
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start mosquitto: {e}"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for port in std::iter::once(port).chain(tls_port) {
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if let Some(status) = child.try_wait().ok().flatten() {
+                return Err(format!(
+                    "mosquitto exited with {status} at start; log:\n{}",
+                    log()
+                ));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if child.kill().is_ok() && child.wait().is_err() {
+                    eprintln!("mosquitto did not report its exit");
+                }
+                return Err(format!(
+                    "mosquitto does not accept on port {port}; log:\n{}",
+                    log()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(child)
+}
+
 impl Mosquitto {
-    /// Starts a broker and waits until every listener accepts connections.
+    /// Starts a broker and waits until every listener accepts connections. A port taken
+    /// between choosing and binding it (by another test) is retried with fresh ports.
     pub async fn start(opts: MosquittoOptions) -> Mosquitto {
         binary();
         let dir = tempfile::tempdir().expect("broker temp dir");
-        let port = super::free_port();
-        let mut conf = format!(
-            "per_listener_settings false\n\
-             allow_anonymous true\n\
-             persistence true\n\
-             persistence_location {dir}/\n\
-             persistence_file mosquitto.db\n\
-             autosave_interval 3600\n\
-             log_dest file {dir}/mosquitto.log\n\
-             log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
-             connection_messages true\n\
-             user {user}\n\
-             listener {port} 127.0.0.1\n",
-            dir = dir.path().display(),
-            user = current_user(),
-        );
-        let mut tls_port = None;
-        let mut certs = None;
-        if let Some(mode) = opts.tls {
-            let c = generate_certs(dir.path());
-            let p = super::free_port();
-            conf.push_str(&format!(
-                "listener {p} 127.0.0.1\n\
-                 cafile {ca}\n\
-                 certfile {dir}/server.pem\n\
-                 keyfile {dir}/server.key\n\
-                 require_certificate {require}\n",
-                ca = c.ca.display(),
+        let certs = opts.tls.map(|_| generate_certs(dir.path()));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = super::free_port();
+            let tls_port = opts.tls.map(|_| super::free_port());
+            let mut conf = format!(
+                "per_listener_settings false\n\
+                 allow_anonymous true\n\
+                 persistence true\n\
+                 persistence_location {dir}/\n\
+                 persistence_file mosquitto.db\n\
+                 autosave_interval 3600\n\
+                 log_dest file {dir}/mosquitto.log\n\
+                 log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+                 connection_messages true\n\
+                 user {user}\n\
+                 listener {port} 127.0.0.1\n",
                 dir = dir.path().display(),
-                require = mode == TlsMode::Mutual,
-            ));
-            tls_port = Some(p);
-            certs = Some(c);
-        }
-        write(&dir.path().join("mosquitto.conf"), &conf);
-        let mut broker = Mosquitto {
-            dir,
-            port,
-            tls_port,
-            certs,
-            child: None,
-        };
-        broker.spawn().await;
-        broker
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new(binary())
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start mosquitto: {e}"));
-        self.child = Some(child);
-        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        for port in ports {
-            loop {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    break;
+                user = current_user(),
+            );
+            if let (Some(mode), Some(p), Some(c)) = (opts.tls, tls_port, &certs) {
+                conf.push_str(&format!(
+                    "listener {p} 127.0.0.1\n\
+                     cafile {ca}\n\
+                     certfile {dir}/server.pem\n\
+                     keyfile {dir}/server.key\n\
+                     require_certificate {require}\n",
+                    ca = c.ca.display(),
+                    dir = dir.path().display(),
+                    require = mode == TlsMode::Mutual,
+                ));
+            }
+            write(&dir.path().join("mosquitto.conf"), &conf);
+            match spawn(dir.path(), port, tls_port).await {
+                Ok(child) => {
+                    return Mosquitto {
+                        dir,
+                        port,
+                        tls_port,
+                        certs,
+                        child: Some(child),
+                    };
                 }
-                if let Some(status) = self
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten())
-                {
-                    panic!(
-                        "mosquitto exited with {status} at start; log:\n{}",
-                        self.log()
-                    );
+                Err(e) if attempt < 5 => {
+                    eprintln!("mosquitto start attempt {attempt} failed, retrying: {e}");
                 }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "mosquitto does not accept on port {port}; log:\n{}",
-                    self.log()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(e) => panic!("{e}"),
             }
         }
     }
@@ -308,7 +316,10 @@ impl Mosquitto {
                 std::fs::remove_file(&db).expect("remove session store");
             }
         }
-        self.spawn().await;
+        let child = spawn(self.dir.path(), self.port, self.tls_port)
+            .await
+            .unwrap_or_else(|e| panic!("restart on the same ports failed: {e}"));
+        self.child = Some(child);
     }
 }
 

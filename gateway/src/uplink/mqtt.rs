@@ -42,6 +42,10 @@ const COLLISION_REBUILD: u32 = 3;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// On shutdown: how long to wait for the offline status and DISCONNECT to be written.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
+/// While the outbox looks drained, look again this often even without a commit notification
+/// (defence in depth: a notification can only be missed if the store notifies without
+/// storing a permit).
+const IDLE_RECHECK: Duration = Duration::from_secs(5);
 /// Shortest PUBACK watchdog: a publish unacknowledged for longer rebuilds the client.
 const MIN_PUBACK_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -185,6 +189,8 @@ struct Driver {
     store_retry_at: Option<Instant>,
     /// The drain-rate cap holds the next row until this.
     rate_at: Option<Instant>,
+    /// The outbox looked drained; look again at this time.
+    recheck_at: Option<Instant>,
     collision_timeouts: u32,
     disconnect_written: bool,
 }
@@ -219,6 +225,7 @@ pub(super) async fn run(uplink: Uplink, shutdown: Shutdown) -> Result<(), Uplink
         ack_at: None,
         store_retry_at: None,
         rate_at: None,
+        recheck_at: None,
         collision_timeouts: 0,
         disconnect_written: false,
     };
@@ -289,6 +296,9 @@ impl Driver {
             Health::add(&self.health.counters.connection_errors, 1);
             *poll = poll_after(self.rebuild(), Duration::ZERO);
             return;
+        }
+        if !self.fetch_more && self.recheck_at.is_none_or(|t| t <= now) {
+            self.fetch_more = true;
         }
         if self.status_at.is_some_and(|t| t <= now) && self.inflight.free_slots() > 0 {
             self.publish_status().await;
@@ -370,6 +380,7 @@ impl Driver {
                 Ok(rows) if rows.is_empty() => {
                     self.store_retry_at = None;
                     self.fetch_more = false;
+                    self.recheck_at = Some(now + IDLE_RECHECK);
                     self.inflight.end_of_outbox();
                     return;
                 }
