@@ -108,6 +108,16 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The rustls configuration, shown as a word in `Debug` output (it holds the client key).
+#[derive(Clone)]
+struct TlsClient(Arc<rustls::ClientConfig>);
+
+impl fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<rustls client config>")
+    }
+}
+
 /// Checked settings for the task.
 #[derive(Debug, Clone)]
 struct Settings {
@@ -116,7 +126,7 @@ struct Settings {
     port: u16,
     client_id: String,
     credentials: Option<(String, Secret)>,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: Option<TlsClient>,
     keep_alive: Duration,
     connect_timeout_s: u64,
     inflight: u16,
@@ -238,7 +248,7 @@ impl Uplink {
             port: cfg.port(),
             client_id,
             credentials,
-            tls,
+            tls: tls.map(TlsClient),
             keep_alive: Duration::from_secs(cfg.keep_alive_s),
             connect_timeout_s: cfg.connect_timeout_s,
             inflight: cfg.inflight,

@@ -102,7 +102,7 @@ fn build_client(s: &Settings) -> (AsyncClient, EventLoop) {
     }
     if let Some(tls) = &s.tls {
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            tls.clone(),
+            tls.0.clone(),
         )));
     }
     // Room for every in-flight publish plus the status, the offline status and DISCONNECT:
