@@ -10,8 +10,7 @@ use uuid::Uuid;
 use waymark_wire::topics::{self, Stream};
 
 use crate::support::gateway::{Gateway, GatewayOpts, status_json};
-use crate::support::mosquitto::{Mosquitto, MosquittoOpts};
-use crate::support::subscriber::Subscriber;
+use crate::support::{Gate, Message, Mosquitto, MosquittoOptions, Subscriber};
 
 const VEHICLE: &str = "TRUCK-E2E";
 
@@ -32,9 +31,34 @@ struct Delivered {
     order: Vec<char>,
 }
 
+/// A runtime for the async harness (broker, gate, subscriber); the test body stays
+/// synchronous because the gateway is a child process driven over blocking sockets.
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A broker, a gate in front of it for the gateway, and a subscriber on every topic of the
+/// test vehicle.
+struct Net {
+    rt: tokio::runtime::Runtime,
+    broker: Mosquitto,
+    gate: Gate,
+    sub: Subscriber,
+}
+
+impl Net {
+    fn start() -> Self {
+        let rt = rt();
+        let broker = rt.block_on(Mosquitto::start(MosquittoOptions::default()));
+        let gate = rt.block_on(Gate::start(broker.port()));
+        let sub = rt.block_on(Subscriber::connect(broker.port(), &format!("waymark/v1/vehicles/{VEHICLE}/+")));
+        Self { rt, broker, gate, sub }
+    }
+}
+
 fn decode_all(sub: &Subscriber) -> Delivered {
     let mut d = Delivered::default();
-    for (i, (topic, payload)) in sub.messages().into_iter().enumerate() {
+    for (i, Message { topic, payload, .. }) in sub.messages().into_iter().enumerate() {
         match topics::parse(topics::DEFAULT_PREFIX, &topic) {
             Some((v, Stream::Events)) => {
                 assert_eq!(v, VEHICLE);
@@ -73,10 +97,8 @@ fn backlog_rows(gw: &Gateway) -> u64 {
 
 #[test]
 fn online_path_delivers_everything_once_and_decodes() {
-    let broker = Mosquitto::start(MosquittoOpts::default());
-    let sub = Subscriber::start(broker.port(), &topics::all_vehicles_filter("waymark", Stream::Events));
-    let tel = Subscriber::start(broker.port(), &topics::all_vehicles_filter("waymark", Stream::Telemetry));
-    let gw = Gateway::start(&GatewayOpts::new(broker.port()));
+    let net = Net::start();
+    let gw = Gateway::start(&GatewayOpts::new(net.gate.port()));
     let mut c = gw.connect();
     let t0 = now_ms();
     let (n_events, n_readings) = (100u64, 4000i64);
@@ -92,30 +114,28 @@ fn online_path_delivers_everything_once_and_decodes() {
         }
     }
     assert_eq!(acked.len() as u64, n_events);
-    wait_until("all events", Duration::from_secs(30), || sub.messages().len() >= n_events as usize);
-    wait_until("all readings", Duration::from_secs(30), || {
-        decode_all(&tel).readings.len() as i64 >= n_readings
+    wait_until("all events and readings", Duration::from_secs(30), || {
+        let d = decode_all(&net.sub);
+        d.events.len() as u64 >= n_events && d.readings.len() as i64 >= n_readings
     });
-    let ev = decode_all(&sub);
-    assert_eq!(ev.events.len() as u64, n_events);
-    assert_eq!(ev.event_copies as u64, n_events, "no duplicates on a healthy link");
+    let d = decode_all(&net.sub);
+    assert_eq!(d.events.len() as u64, n_events);
+    assert_eq!(d.event_copies as u64, n_events, "no duplicates on a healthy link");
     for (id, seq) in &acked {
-        assert_eq!(ev.events[id].0, *seq, "broker copy carries the acked sequence");
+        assert_eq!(d.events[id].0, *seq, "broker copy carries the acked sequence");
     }
     let seqs: Vec<u64> = acked.iter().map(|a| a.1).collect();
     assert_eq!(seqs, (seqs[0]..seqs[0] + n_events).collect::<Vec<_>>(), "gap-free");
-    let tel = decode_all(&tel);
-    assert_eq!(tel.readings.len() as i64, n_readings);
-    assert_eq!(tel.reading_copies as i64, n_readings);
+    assert_eq!(d.readings.len() as i64, n_readings);
+    assert_eq!(d.reading_copies as i64, n_readings);
     wait_until("empty backlog", Duration::from_secs(10), || backlog_rows(&gw) == 0);
 }
 
 #[test]
 fn backlog_drains_in_lane_order() {
-    let mut broker = Mosquitto::start(MosquittoOpts::default());
-    let port = broker.port();
-    broker.stop();
-    let gw = Gateway::start(&GatewayOpts::new(port));
+    let net = Net::start();
+    net.gate.close();
+    let gw = Gateway::start(&GatewayOpts::new(net.gate.port()));
     let mut c = gw.connect();
     let t0 = now_ms();
     for i in 0..500 {
@@ -134,16 +154,12 @@ fn backlog_drains_in_lane_order() {
     wait_until("telemetry committed", Duration::from_secs(10), || {
         status_json(&gw.store)["backlog"]["telemetry"]["rows"].as_u64().unwrap_or(0) > 0
     });
-    broker.start_again(false);
-    let sub = Subscriber::start(port, &format!("waymark/v1/vehicles/{VEHICLE}/+"));
-    // The subscriber connects after the broker restarts; the gateway reconnects with backoff,
-    // so it normally publishes after the subscription. Retained status is the only thing
-    // that could come first and it is not counted.
+    net.gate.open();
     wait_until("everything", Duration::from_secs(30), || {
-        let d = decode_all(&sub);
+        let d = decode_all(&net.sub);
         d.events.len() == 40 && d.readings.len() == 500
     });
-    let d = decode_all(&sub);
+    let d = decode_all(&net.sub);
     let order: String = d.order.iter().collect();
     let first_m = order.find('M').unwrap();
     let first_t = order.find('T').unwrap();
@@ -189,34 +205,37 @@ fn produce(gw: &Gateway, for_how_long: Duration, seed: u64, t_base: &mut i64) ->
 
 #[test]
 fn broker_outages_with_and_without_session_lose_nothing() {
-    let mut broker = Mosquitto::start(MosquittoOpts { persistence: true, ..Default::default() });
-    let port = broker.port();
-    let sub = Subscriber::start(port, &format!("waymark/v1/vehicles/{VEHICLE}/+"));
-    let gw = Gateway::start(&GatewayOpts::new(port));
+    let mut net = Net::start();
+    let gw = Gateway::start(&GatewayOpts::new(net.gate.port()));
     let mut t = now_ms();
     let mut all = produce(&gw, Duration::from_millis(800), 1, &mut t);
-    broker.stop();
-    let p = produce(&gw, Duration::from_millis(1500), 2, &mut t);
-    all.acked.extend(p.acked);
-    all.readings.extend(p.readings);
-    broker.start_again(true);
-    let p = produce(&gw, Duration::from_millis(800), 3, &mut t);
-    all.acked.extend(p.acked);
-    all.readings.extend(p.readings);
-    broker.stop();
-    let p = produce(&gw, Duration::from_millis(1000), 4, &mut t);
-    all.acked.extend(p.acked);
-    all.readings.extend(p.readings);
-    broker.start_again(false); // session lost: everything unacknowledged must be republished
-    let p = produce(&gw, Duration::from_millis(800), 5, &mut t);
-    all.acked.extend(p.acked);
-    all.readings.extend(p.readings);
+    let mut more = |all: &mut Producer, p: Producer| {
+        all.acked.extend(p.acked);
+        all.readings.extend(p.readings);
+    };
+    // Outage 1: the broker goes away and comes back with its session store.
+    net.rt.block_on(net.broker.stop());
+    more(&mut all, produce(&gw, Duration::from_millis(1500), 2, &mut t));
+    net.gate.close();
+    net.rt.block_on(net.broker.start_again(true));
+    net.rt.block_on(net.sub.wait_subscribed(2));
+    net.gate.open();
+    more(&mut all, produce(&gw, Duration::from_millis(800), 3, &mut t));
+    // Outage 2: killed and restarted WITHOUT its session store: every unacknowledged row
+    // must be republished from the gateway's store.
+    net.broker.kill();
+    more(&mut all, produce(&gw, Duration::from_millis(1000), 4, &mut t));
+    net.gate.close();
+    net.rt.block_on(net.broker.start_again(false));
+    net.rt.block_on(net.sub.wait_subscribed(3));
+    net.gate.open();
+    more(&mut all, produce(&gw, Duration::from_millis(800), 5, &mut t));
     wait_until("backlog drained", Duration::from_secs(60), || backlog_rows(&gw) == 0);
     wait_until("subscriber caught up", Duration::from_secs(20), || {
-        let d = decode_all(&sub);
+        let d = decode_all(&net.sub);
         all.acked.iter().all(|id| d.events.contains_key(id)) && d.readings.len() >= all.readings.len()
     });
-    let d = decode_all(&sub);
+    let d = decode_all(&net.sub);
     for id in &all.acked {
         assert!(d.events.contains_key(id), "acked event {id} lost");
     }
@@ -227,21 +246,26 @@ fn broker_outages_with_and_without_session_lose_nothing() {
     assert_eq!(seqs.len(), d.events.len(), "one sequence per event");
     let (lo, hi) = (*seqs.first().unwrap(), *seqs.last().unwrap());
     assert_eq!(hi - lo + 1, seqs.len() as u64, "gap-free sequence");
+    eprintln!(
+        "outages: {} acked events, {} readings, all delivered ({} event copies incl. republished duplicates)",
+        all.acked.len(),
+        all.readings.len(),
+        d.event_copies
+    );
 }
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acked_event() {
-    let broker = Mosquitto::start(MosquittoOpts::default());
-    let port = broker.port();
-    let sub = Subscriber::start(port, &format!("waymark/v1/vehicles/{VEHICLE}/+"));
-    let mut gw = Gateway::start(&GatewayOpts::new(port));
+    let net = Net::start();
+    let mut gw = Gateway::start(&GatewayOpts::new(net.gate.port()));
     let window = Duration::from_millis(200 + 1000); // batch_window_ms in the test config + commit latency
     let mut rng = StdRng::seed_from_u64(0xdead);
     let mut acked = Vec::new();
     let mut must_arrive = Vec::new();
     let mut may_be_lost = 0usize;
     let mut t = now_ms();
-    for round in 0..22 {
+    let rounds = 22;
+    for round in 0..rounds {
         let run_for = Duration::from_millis(rng.random_range(150..600));
         let p = produce(&gw, run_for, round, &mut t);
         let killed_at = Instant::now();
@@ -262,21 +286,28 @@ fn sigkill_at_random_moments_loses_no_acked_event() {
     }
     wait_until("backlog drained", Duration::from_secs(60), || backlog_rows(&gw) == 0);
     wait_until("subscriber caught up", Duration::from_secs(20), || {
-        let d = decode_all(&sub);
+        let d = decode_all(&net.sub);
         acked.iter().all(|id| d.events.contains_key(id))
     });
-    let d = decode_all(&sub);
+    let d = decode_all(&net.sub);
     for id in &acked {
         assert!(d.events.contains_key(id), "acked event {id} lost");
     }
     for (s, tt, v) in &must_arrive {
-        assert!(d.readings.contains(&(s.clone(), *tt, v.to_bits())), "reading {s}@{tt} older than the window lost");
+        assert!(
+            d.readings.contains(&(s.clone(), *tt, v.to_bits())),
+            "reading {s}@{tt} older than the window lost"
+        );
     }
     let seqs: BTreeSet<u64> = d.events.values().map(|e| e.0).collect();
     assert_eq!(seqs.len(), d.events.len());
-    assert_eq!(seqs.last().unwrap() - seqs.first().unwrap() + 1, seqs.len() as u64, "gap-free across 22 SIGKILLs");
+    assert_eq!(
+        seqs.last().unwrap() - seqs.first().unwrap() + 1,
+        seqs.len() as u64,
+        "gap-free across {rounds} SIGKILLs"
+    );
     eprintln!(
-        "sigkill: {} acked events all delivered; {} readings checked, {} inside the loss window",
+        "sigkill x{rounds}: {} acked events all delivered once each; {} readings older than the window all delivered, {} inside it",
         acked.len(),
         must_arrive.len(),
         may_be_lost
@@ -285,18 +316,17 @@ fn sigkill_at_random_moments_loses_no_acked_event() {
 
 #[test]
 fn quota_drops_oldest_telemetry_never_events() {
-    let mut broker = Mosquitto::start(MosquittoOpts::default());
-    let port = broker.port();
-    broker.stop();
-    let mut opts = GatewayOpts::new(port);
+    let net = Net::start();
+    net.gate.close();
+    let mut opts = GatewayOpts::new(net.gate.port());
     opts.store_extra = "max_bytes = 1048576".into();
-    opts.pipeline_extra = "batch_max_readings = 200".into();
+    opts.pipeline_extra = "batch_max_readings = 200\nbatch_max_bytes = 65536".into();
     let gw = Gateway::start(&opts);
     let mut c = gw.connect();
     let mut rng = StdRng::seed_from_u64(7);
     let mut acked = Vec::new();
     let mut t = now_ms();
-    // Random values compress badly: ~3 MB of telemetry against a 1 MiB quota.
+    // Random values compress badly: several MB of telemetry against a 1 MiB quota.
     for i in 0..300u64 {
         for _ in 0..1000 {
             t += 1;
@@ -312,26 +342,24 @@ fn quota_drops_oldest_telemetry_never_events() {
     let s = gw.status_json();
     assert_eq!(s["backlog"]["milestone"]["rows"].as_u64(), Some(300), "{s}");
     assert!(s["backlog"]["telemetry"]["bytes"].as_u64().unwrap() <= 1_048_576, "{s}");
-    broker.start_again(false);
-    let sub = Subscriber::start(port, &topics::all_vehicles_filter("waymark", Stream::Events));
-    // Events went out before the subscriber existed if the gateway was quick; ask the store.
+    net.gate.open();
     wait_until("backlog drained", Duration::from_secs(60), || backlog_rows(&gw) == 0);
-    drop(sub);
+    wait_until("every event delivered", Duration::from_secs(20), || {
+        let d = decode_all(&net.sub);
+        acked.iter().all(|id| d.events.contains_key(id))
+    });
 }
 
 #[test]
 fn corrupt_store_is_set_aside_and_reported() {
-    let broker = Mosquitto::start(MosquittoOpts::default());
-    let sub = Subscriber::start(broker.port(), &topics::all_vehicles_filter("waymark", Stream::Events));
+    let net = Net::start();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("buffer.db"), b"this is not a SQLite database, it is a bad SD card").unwrap();
-    let mut opts = GatewayOpts::new(broker.port());
+    let mut opts = GatewayOpts::new(net.gate.port());
     opts.store_dir = Some(dir.path().to_path_buf());
     let gw = Gateway::start(&opts);
     wait_until("alert event", Duration::from_secs(20), || {
-        sub.messages().iter().any(|(_, p)| {
-            waymark_wire::CloudEvent::from_json(p).is_ok_and(|e| e.type_ == "waymark.alert.store_corrupted")
-        })
+        decode_all(&net.sub).events.values().any(|e| e.1 == "waymark.alert.store_corrupted")
     });
     let set_aside: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -360,10 +388,9 @@ fn disk_full_is_survived_and_recovers_when_space_returns() {
     }
     let _unmount = Unmount(mnt.path().to_path_buf());
 
-    let mut broker = Mosquitto::start(MosquittoOpts::default());
-    let port = broker.port();
-    broker.stop();
-    let mut opts = GatewayOpts::new(port);
+    let net = Net::start();
+    net.gate.close();
+    let mut opts = GatewayOpts::new(net.gate.port());
     opts.store_dir = Some(mnt.path().to_path_buf());
     let mut gw = Gateway::start(&opts);
     let mut c = gw.connect();
@@ -386,7 +413,6 @@ fn disk_full_is_survived_and_recovers_when_space_returns() {
         }
     }
     assert!(refused > 0, "the disk never filled up");
-    assert!(gw.log_text().to_lowercase().contains("full") || refused > 0);
     // Space returns.
     let grow = std::process::Command::new("mount")
         .args(["-o", "remount,size=64m"])
@@ -395,27 +421,30 @@ fn disk_full_is_survived_and_recovers_when_space_returns() {
         .unwrap();
     assert!(grow.success());
     let mut ok_after = false;
-    for i in 0..100 {
-        let a = c.event(Uuid::now_v7(), "test.milestone.reached", 10_000 + i).unwrap();
+    for i in 0..150 {
+        let id = Uuid::now_v7();
+        let a = c.event(id, "test.milestone.reached", 10_000 + i).unwrap();
         if a["ok"] == true {
+            acked.push(id);
             ok_after = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(ok_after, "store recovered when space returned:\n{}", gw.log_text());
-    broker.start_again(false);
-    let sub = Subscriber::start(port, &topics::all_vehicles_filter("waymark", Stream::Events));
+    net.gate.open();
     wait_until("backlog drained", Duration::from_secs(60), || backlog_rows(&gw) == 0);
-    drop(sub);
-    assert_eq!(gw.stop().code(), Some(0));
+    wait_until("every acked event delivered", Duration::from_secs(20), || {
+        let d = decode_all(&net.sub);
+        acked.iter().all(|id| d.events.contains_key(id))
+    });
+    assert_eq!(gw.stop().code(), Some(0), "{}", gw.log_text());
 }
 
 #[test]
 fn malformed_lines_are_answered_and_nothing_accepted_is_lost() {
-    let broker = Mosquitto::start(MosquittoOpts::default());
-    let sub = Subscriber::start(broker.port(), &topics::all_vehicles_filter("waymark", Stream::Events));
-    let gw = Gateway::start(&GatewayOpts::new(broker.port()));
+    let net = Net::start();
+    let gw = Gateway::start(&GatewayOpts::new(net.gate.port()));
     let mut c = gw.connect();
     let id1 = Uuid::now_v7();
     assert_eq!(c.event(id1, "test.milestone.reached", 1).unwrap()["ok"], true);
@@ -436,9 +465,9 @@ fn malformed_lines_are_answered_and_nothing_accepted_is_lost() {
     // A producer retry with the same id is answered, not stored twice.
     let again = c.event(id2, "test.milestone.reached", 2).unwrap();
     assert_eq!(again["duplicate"], true, "{again}");
-    wait_until("both events", Duration::from_secs(20), || decode_all(&sub).events.len() == 2);
+    wait_until("both events", Duration::from_secs(20), || decode_all(&net.sub).events.len() == 2);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(decode_all(&sub).event_copies, 2);
+    assert_eq!(decode_all(&net.sub).event_copies, 2);
 }
 
 #[test]

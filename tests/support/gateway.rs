@@ -2,10 +2,12 @@
 //! jsonl TCP port, SIGKILL and restart.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 /// Options for the gateway's config file.
 #[derive(Debug, Clone)]
@@ -50,11 +52,6 @@ pub struct Gateway {
     pub jsonl: SocketAddr,
     child: Option<Child>,
     log: PathBuf,
-}
-
-/// A free loopback TCP port.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Gateway {

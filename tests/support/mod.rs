@@ -10,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod gate;
+pub mod gateway;
 pub mod mosquitto;
 pub mod subscriber;
 
