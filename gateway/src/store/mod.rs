@@ -84,7 +84,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use serde::Serialize;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use uuid::Uuid;
 use waymark_wire::Timestamp;
 
@@ -349,11 +349,16 @@ pub enum StoreError {
     Closed,
 }
 
+/// Requests queued for the writer at once, over all handles; more wait (asynchronously) for
+/// a slot. Bounds the memory that queued payloads can take whatever the callers do.
+const MAX_IN_FLIGHT: usize = 256;
+
 /// The durable outbox: a cheap, cloneable handle to the writer thread.
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: mpsc::Sender<Command>,
     committed: Arc<Notify>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Store {
@@ -383,7 +388,11 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let committed = Arc::new(Notify::new());
         let tx = writer::spawn(cfg, vehicle_id, health, Arc::clone(&committed), options)?;
-        Ok(Store { tx, committed })
+        Ok(Store {
+            tx,
+            committed,
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        })
     }
 
     /// Commits the event and resolves after the `COMMIT` (durable): assigns the gap-free
@@ -485,6 +494,11 @@ impl Store {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
     ) -> Result<T, StoreError> {
+        let _slot = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let (reply, rx) = oneshot::channel();
         self.tx.send(make(reply)).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
