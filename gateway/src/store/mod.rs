@@ -18,7 +18,7 @@
 //!   corruption is seeded above every row id handed out before.
 //! - **One writer.** A single thread owns the connection and executes commands in channel
 //!   order (an `ack` sent before a `fetch` is visible to it). It drains up to
-//!   [`writer::MAX_GROUP`] pending commands into one transaction and one fsync (group
+//!   512 (`writer::MAX_GROUP`) pending commands into one transaction and one fsync (group
 //!   commit), and only then answers them, so a read never sees rows that might still roll
 //!   back.
 //!
@@ -46,8 +46,9 @@
 //!
 //! # Ack and delete rules
 //! - A row is deleted when its PUBACK arrives (`ack`), when it is the oldest telemetry and
-//!   the quota or watermark needs room (see [`quota`]), or when it is an event older than
-//!   `event_max_age_s` (periodic sweep). Nothing else deletes rows.
+//!   the quota, the watermark (see `quota.rs`) or a full disk (`SQLITE_FULL`) needs room, or
+//!   when it is an event older than `event_max_age_s` (periodic sweep). Nothing else deletes
+//!   rows.
 //! - After large deletes the freed pages are returned to the filesystem with
 //!   `PRAGMA incremental_vacuum`, keeping a little slack for the next inserts.
 //! - Telemetry is not durable until its batch commits; the pipeline's batch window is the only

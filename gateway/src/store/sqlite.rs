@@ -190,7 +190,7 @@ impl From<rusqlite::Error> for OpenError {
 /// Unsent rows of one lane, kept in memory by the writer (loaded at open, updated in each
 /// transaction) so quota decisions and stats need no table scan.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct LaneUsage {
+pub(crate) struct LaneTotals {
     /// Rows.
     pub rows: u64,
     /// Payload bytes.
@@ -199,14 +199,14 @@ pub(crate) struct LaneUsage {
     pub readings: u64,
 }
 
-/// [`LaneUsage`] of every lane.
+/// [`LaneTotals`] of every lane.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Usage {
+pub(crate) struct Unsent {
     /// Indexed by `Lane as usize`.
-    pub lanes: [LaneUsage; 3],
+    pub lanes: [LaneTotals; 3],
 }
 
-impl Usage {
+impl Unsent {
     fn add(&mut self, lane: Lane, bytes: u64, readings: u64) {
         let l = &mut self.lanes[lane.index()];
         l.rows += 1;
@@ -222,19 +222,19 @@ impl Usage {
     }
 
     /// Payload bytes of all unsent rows.
-    pub fn unsent_bytes(&self) -> u64 {
+    pub fn total_bytes(&self) -> u64 {
         self.lanes.iter().map(|l| l.bytes).sum()
     }
 
     /// The telemetry lane.
-    pub fn telemetry(&self) -> LaneUsage {
+    pub fn telemetry(&self) -> LaneTotals {
         self.lanes[Lane::Telemetry.index()]
     }
 
     /// The quota's view, with `free_disk_bytes`.
     pub fn quota(&self, free_disk_bytes: Option<u64>) -> quota::Usage {
         quota::Usage {
-            unsent_bytes: self.unsent_bytes(),
+            unsent_bytes: self.total_bytes(),
             telemetry_bytes: self.telemetry().bytes,
             free_disk_bytes,
         }
@@ -279,7 +279,7 @@ pub(crate) struct TxState {
     /// Store clock for `created_ms`.
     pub now_ms: Timestamp,
     /// Unsent rows as of this point in the transaction.
-    pub usage: Usage,
+    pub unsent: Unsent,
     /// Estimated free bytes for the file; `None` when not measured.
     pub free_disk: Option<u64>,
     /// Highest row id inserted.
@@ -291,11 +291,11 @@ pub(crate) struct TxState {
 }
 
 impl TxState {
-    /// A transaction starting from `usage`.
-    pub fn new(now_ms: Timestamp, usage: Usage, free_disk: Option<u64>) -> Self {
+    /// A transaction starting from `unsent`.
+    pub fn new(now_ms: Timestamp, unsent: Unsent, free_disk: Option<u64>) -> Self {
         TxState {
             now_ms,
-            usage,
+            unsent,
             free_disk,
             max_row_id: 0,
             last_sequence: None,
@@ -325,7 +325,7 @@ pub(crate) struct Opened {
     /// `PRAGMA page_size`.
     pub page_size: u64,
     /// Unsent rows per lane.
-    pub usage: Usage,
+    pub unsent: Unsent,
     /// `counters.sequence`.
     pub sequence: u64,
     /// Highest row id ever handed out (`sqlite_sequence`).
@@ -393,7 +393,7 @@ pub(crate) fn open(path: &Path, read_only: bool) -> Result<Opened, OpenError> {
         )));
     }
     let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
-    let usage = load_usage(&conn)?;
+    let unsent = load_unsent(&conn)?;
     let sequence = read_counter(&conn, counter::SEQUENCE)?;
     let max_row_id: i64 = conn
         .query_row(
@@ -406,7 +406,7 @@ pub(crate) fn open(path: &Path, read_only: bool) -> Result<Opened, OpenError> {
     Ok(Opened {
         conn,
         page_size: to_u64(page_size),
-        usage,
+        unsent,
         sequence,
         max_row_id,
     })
@@ -423,21 +423,21 @@ fn migrate(conn: &Connection, from: u32) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn load_usage(conn: &Connection) -> rusqlite::Result<Usage> {
-    let mut usage = Usage::default();
+fn load_unsent(conn: &Connection) -> rusqlite::Result<Unsent> {
+    let mut unsent = Unsent::default();
     let mut stmt =
         conn.prepare("SELECT lane, count(*), sum(bytes), sum(readings) FROM outbox GROUP BY lane")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         if let Some(lane) = Lane::from_i64(r.get(0)?) {
-            usage.lanes[lane.index()] = LaneUsage {
+            unsent.lanes[lane.index()] = LaneTotals {
                 rows: to_u64(r.get(1)?),
                 bytes: to_u64(r.get(2)?),
                 readings: to_u64(r.get(3)?),
             };
         }
     }
-    Ok(usage)
+    Ok(unsent)
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -556,7 +556,7 @@ pub(crate) fn append_event(
     };
     let plan = quota::plan(
         ctx.limits,
-        st.usage.quota(st.free_disk),
+        st.unsent.quota(st.free_disk),
         Incoming::Event(payload.len() as u64),
     );
     drop_oldest_telemetry(conn, st, plan.drop_at_least)?;
@@ -584,7 +584,7 @@ pub(crate) fn append_telemetry(
     let bytes = batch.payload.len() as u64;
     let plan = quota::plan(
         ctx.limits,
-        st.usage.quota(st.free_disk),
+        st.unsent.quota(st.free_disk),
         Incoming::Telemetry(bytes),
     );
     drop_oldest_telemetry(conn, st, plan.drop_at_least)?;
@@ -629,7 +629,7 @@ fn insert_row(
     let row_id = conn.last_insert_rowid();
     st.max_row_id = st.max_row_id.max(row_id);
     let bytes = payload.len() as u64;
-    st.usage.add(lane, bytes, u64::from(readings));
+    st.unsent.add(lane, bytes, u64::from(readings));
     st.free_disk = st.free_disk.map(|f| f.saturating_sub(bytes));
     st.tally.inserted_rows += 1;
     Ok(row_id)
@@ -665,7 +665,7 @@ pub(crate) fn drop_oldest_telemetry(
     if let Some(through) = through {
         conn.prepare_cached("DELETE FROM outbox WHERE lane = ?1 AND row_id <= ?2")?
             .execute(params![LANE_TELEMETRY, through])?;
-        st.usage.remove(Lane::Telemetry, rows, bytes, readings);
+        st.unsent.remove(Lane::Telemetry, rows, bytes, readings);
         st.free_disk = st.free_disk.map(|f| f.saturating_add(bytes));
         st.tally.dropped_rows += rows;
         st.tally.dropped_readings += readings;
@@ -751,7 +751,7 @@ pub(crate) fn ack(
             while let Some(r) = rows.next()? {
                 if let Some(lane) = Lane::from_i64(r.get(0)?) {
                     let bytes = to_u64(r.get(1)?);
-                    st.usage.remove(lane, 1, bytes, to_u64(r.get(2)?));
+                    st.unsent.remove(lane, 1, bytes, to_u64(r.get(2)?));
                     st.free_disk = st.free_disk.map(|f| f.saturating_add(bytes));
                 }
                 st.tally.deleted_rows += 1;
@@ -791,7 +791,7 @@ pub(crate) fn sweep(conn: &Connection, ctx: &Ctx, st: &mut TxState) -> rusqlite:
         while let Some(r) = rows.next()? {
             if let Some(lane) = Lane::from_i64(r.get(0)?) {
                 let bytes = to_u64(r.get(1)?);
-                st.usage.remove(lane, 1, bytes, 0);
+                st.unsent.remove(lane, 1, bytes, 0);
                 st.free_disk = st.free_disk.map(|f| f.saturating_add(bytes));
             }
             st.tally.expired_events += 1;
@@ -837,11 +837,15 @@ pub(crate) fn finish_tx(conn: &Connection, st: &TxState, page_size: u64) -> rusq
     Ok(())
 }
 
-/// Stats inside the writer's transaction; `usage` is the in-memory view.
-pub(crate) fn stats(conn: &Connection, usage: &Usage, path: &Path) -> rusqlite::Result<StoreStats> {
+/// Stats inside the writer's transaction; `unsent` is the in-memory view.
+pub(crate) fn stats(
+    conn: &Connection,
+    unsent: &Unsent,
+    path: &Path,
+) -> rusqlite::Result<StoreStats> {
     let mut lanes = [LaneStats::default(); 3];
     for lane in Lane::ALL {
-        let u = usage.lanes[lane.index()];
+        let u = unsent.lanes[lane.index()];
         let oldest: Option<i64> = conn
             .prepare_cached("SELECT min(created_ms) FROM outbox WHERE lane = ?1")?
             .query_row([lane as i64], |r| r.get(0))?;
@@ -1081,8 +1085,8 @@ pub(crate) fn read_stats(path: &Path) -> Result<StoreStats, StoreError> {
             Some("not a Waymark store (no schema version)".into()),
         )));
     }
-    let usage = load_usage(&conn).map_err(read_err)?;
-    stats(&conn, &usage, path).map_err(read_err)
+    let unsent = load_unsent(&conn).map_err(read_err)?;
+    stats(&conn, &unsent, path).map_err(read_err)
 }
 
 /// Opens read-only. A WAL database needs its `-shm`; when the daemon is not running and the

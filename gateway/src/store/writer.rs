@@ -27,7 +27,7 @@ use waymark_wire::{CloudEvent, Timestamp};
 
 use super::hold::{Backoff, HOLD_MAX_BYTES, Hold};
 use super::quota::{self, Limits};
-use super::sqlite::{self, Ctx, Failure, OpenError, TxState, Usage};
+use super::sqlite::{self, Ctx, Failure, OpenError, TxState, Unsent};
 use super::{Accepted, Fetch, Lane, NewEvent, OutboxRow, StoreError, StoreStats, TelemetryBatch};
 use crate::config::StoreConfig;
 use crate::health::{Health, HealthState};
@@ -317,7 +317,7 @@ struct Writer {
     conn: Option<Connection>,
     page_size: u64,
     /// Unsent rows as committed.
-    usage: Usage,
+    unsent: Unsent,
     /// Whether the limits held after the last measured commit.
     within_limits: bool,
     /// Highest sequence number given, once a database was opened in this process.
@@ -365,7 +365,7 @@ impl Writer {
             options,
             conn: None,
             page_size: 4096,
-            usage: Usage::default(),
+            unsent: Unsent::default(),
             within_limits: true,
             known_sequence: None,
             known_row_id: 0,
@@ -382,8 +382,8 @@ impl Writer {
             Ok(()) => {
                 tracing::info!(
                     path = %w.path.display(),
-                    rows = w.usage.lanes.iter().map(|l| l.rows).sum::<u64>(),
-                    bytes = w.usage.unsent_bytes(),
+                    rows = w.unsent.lanes.iter().map(|l| l.rows).sum::<u64>(),
+                    bytes = w.unsent.total_bytes(),
                     "Store opened."
                 );
                 w.maintain(Extras {
@@ -497,7 +497,7 @@ impl Writer {
         let mut result = self.commit(&mut cmds, extras);
         if let Err(e) = &result
             && Failure::of(e) == Failure::Full
-            && self.usage.telemetry().rows > 0
+            && self.unsent.telemetry().rows > 0
         {
             cmds.iter_mut().for_each(Command::clear);
             let need =
@@ -610,7 +610,7 @@ impl Writer {
             None
         };
         let tx = conn.transaction()?;
-        let mut st = TxState::new(now_ms, self.usage, free_disk);
+        let mut st = TxState::new(now_ms, self.unsent, free_disk);
         if let Some(r) = &self.recovery {
             apply_recovery(&tx, &self.ctx, &mut st, r)?;
         }
@@ -639,7 +639,7 @@ impl Writer {
                     *out = Some(());
                 }
                 Command::Stats { out, .. } => {
-                    let mut stats = sqlite::stats(&tx, &st.usage, &self.path)?;
+                    let mut stats = sqlite::stats(&tx, &st.unsent, &self.path)?;
                     stats.held_batches = self.hold.len() as u64;
                     stats.held_readings = self.hold.readings();
                     stats.health = self.health.components().get(HEALTH_NAME).cloned();
@@ -664,7 +664,7 @@ impl Writer {
 
     /// After a `COMMIT`: adopt the transaction's state, count, wake the uplink, answer.
     fn committed_ok(&mut self, cmds: Vec<Command>, st: &TxState, extras: Extras) {
-        self.usage = st.usage;
+        self.unsent = st.unsent;
         if let Some(s) = st.last_sequence {
             self.known_sequence = Some(self.known_sequence.map_or(s, |k| k.max(s)));
         }
@@ -681,7 +681,7 @@ impl Writer {
         }
         if st.free_disk.is_some() {
             self.within_limits =
-                quota::within_limits(self.ctx.limits, self.usage.quota(st.free_disk));
+                quota::within_limits(self.ctx.limits, self.unsent.quota(st.free_disk));
         }
         let t = &st.tally;
         let c = &self.health.counters;
@@ -728,7 +728,7 @@ impl Writer {
         };
         let result = (|| {
             let tx = conn.transaction()?;
-            let mut st = TxState::new(now_ms, self.usage, None);
+            let mut st = TxState::new(now_ms, self.unsent, None);
             sqlite::drop_oldest_telemetry(&tx, &mut st, bytes)?;
             sqlite::finish_tx(&tx, &st, 0)?;
             tx.commit()?;
@@ -741,7 +741,7 @@ impl Writer {
                     readings = st.tally.dropped_readings,
                     "Disk full: oldest telemetry dropped to make room."
                 );
-                self.usage = st.usage;
+                self.unsent = st.unsent;
                 true
             }
             Err(e) => {
@@ -790,7 +790,7 @@ impl Writer {
             Err(e) => return Err(e),
         };
         self.page_size = opened.page_size;
-        self.usage = opened.usage;
+        self.unsent = opened.unsent;
         self.known_sequence = Some(
             self.known_sequence
                 .map_or(opened.sequence, |k| k.max(opened.sequence)),
