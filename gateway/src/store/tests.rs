@@ -400,19 +400,16 @@ async fn row_ids_are_never_reused() {
     store.close().await.unwrap();
 }
 
-/// Sends commands straight to the writer while it is held at a gate, so they all land in one
-/// drained group when the gate opens.
+/// Holds the writer at a gate and returns once it is blocked there: commands sent next queue
+/// up and are drained together when the gate opens.
 fn gate(store: &Store) -> (mpsc::Sender<()>, oneshot::Receiver<u64>) {
-    let (open, gate) = mpsc::channel();
+    let (release, open) = mpsc::channel();
+    let (entered, blocked) = mpsc::channel();
     let (reply, gated) = oneshot::channel();
-    store
-        .tx
-        .send(Command::Hook {
-            hook: Hook::Gate(gate),
-            reply,
-        })
-        .unwrap();
-    (open, gated)
+    let hook = Hook::Gate { entered, open };
+    store.tx.send(Command::Hook { hook, reply }).unwrap();
+    blocked.recv().unwrap();
+    (release, gated)
 }
 
 fn send_event(store: &Store, ev: NewEvent) -> oneshot::Receiver<Result<Accepted, StoreError>> {

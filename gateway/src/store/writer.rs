@@ -139,8 +139,14 @@ pub(crate) enum Command {
 #[cfg(test)]
 #[derive(Debug)]
 pub(crate) enum Hook {
-    /// Block the writer until the sender sends or is dropped (commands queue up meanwhile).
-    Gate(mpsc::Receiver<()>),
+    /// Tell `entered`, then block the writer until `open` receives or its sender is dropped.
+    /// Commands sent after `entered` queue up and are drained together afterwards.
+    Gate {
+        /// Signalled once the writer is blocked (its current group is already drained).
+        entered: mpsc::Sender<()>,
+        /// Released by the test.
+        open: mpsc::Receiver<()>,
+    },
     /// `PRAGMA max_page_count = n` on the current connection (SQLITE_FULL beyond it);
     /// answers the effective limit.
     SetMaxPageCount(u64),
@@ -970,7 +976,12 @@ impl Writer {
     #[cfg(test)]
     fn run_hook(&mut self, hook: Hook) -> u64 {
         match hook {
-            Hook::Gate(rx) => u64::from(rx.recv().is_ok()),
+            Hook::Gate { entered, open } => {
+                if entered.send(()).is_err() {
+                    return 0;
+                }
+                u64::from(open.recv().is_ok())
+            }
             Hook::SetMaxPageCount(n) => self.conn.as_ref().map_or(0, |c| {
                 c.pragma_update_and_check(
                     None,
