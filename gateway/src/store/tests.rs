@@ -81,6 +81,11 @@ async fn hook(store: &Store, hook: Hook) -> u64 {
     rx.await.unwrap()
 }
 
+/// Appends an event that must be accepted; returns its sequence number.
+async fn sequence_of(store: &Store, ev: NewEvent) -> u64 {
+    store.append_event(ev).await.unwrap().sequence
+}
+
 fn event(lane: Lane, n: u64) -> NewEvent {
     NewEvent {
         id: Uuid::now_v7(),
@@ -357,14 +362,7 @@ async fn restart_keeps_rows_sequence_and_dedup() {
             duplicate: true
         }
     );
-    assert_eq!(
-        store
-            .append_event(event(Lane::Alert, 4))
-            .await
-            .unwrap()
-            .sequence,
-        4
-    );
+    assert_eq!(sequence_of(&store, event(Lane::Alert, 4)).await, 4);
     // Dropping every handle (no close) also stops the writer cleanly.
     drop(store);
 
@@ -574,14 +572,7 @@ async fn bad_events_are_refused_without_using_a_sequence_number() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidEvent(_)), "{err}");
-    assert_eq!(
-        store
-            .append_event(event(Lane::Alert, 1))
-            .await
-            .unwrap()
-            .sequence,
-        1
-    );
+    assert_eq!(sequence_of(&store, event(Lane::Alert, 1)).await, 1);
     store.close().await.unwrap();
 }
 
@@ -775,14 +766,7 @@ async fn garbage_file_is_set_aside_and_replaced() {
         ce.data
     );
     assert_eq!(h.store_health(), HealthState::Ok);
-    assert_eq!(
-        store
-            .append_event(event(Lane::Alert, 1))
-            .await
-            .unwrap()
-            .sequence,
-        2
-    );
+    assert_eq!(sequence_of(&store, event(Lane::Alert, 1)).await, 2);
     store.close().await.unwrap();
     integrity_ok(h.path());
 }
@@ -841,14 +825,7 @@ async fn truncated_file_is_set_aside_and_the_sequence_continues() {
         .await
         .unwrap();
     assert!(dup.duplicate);
-    assert_eq!(
-        store
-            .append_event(event(Lane::Alert, 9))
-            .await
-            .unwrap()
-            .sequence,
-        7
-    );
+    assert_eq!(sequence_of(&store, event(Lane::Alert, 9)).await, 7);
     store.close().await.unwrap();
     integrity_ok(h.path());
 }
@@ -898,14 +875,7 @@ async fn disk_full_refuses_events_holds_telemetry_and_recovers() {
         .map(|r| r.payload[0])
         .collect();
     assert_eq!(tags, [1, 2, 3], "held telemetry committed in order");
-    assert_eq!(
-        store
-            .append_event(big_event(Lane::Alert, 20_000))
-            .await
-            .unwrap()
-            .sequence,
-        2
-    );
+    assert_eq!(sequence_of(&store, big_event(Lane::Alert, 20_000)).await, 2);
     assert_eq!(
         h.health.counters.snapshot().readings_lost_store_unavailable,
         0
@@ -1003,14 +973,7 @@ async fn read_only_database_degrades_keeps_reads_and_recovers() {
     assert_eq!(h.store_health(), HealthState::Ok);
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.telemetry.rows, stats.held_batches), (1, 0));
-    assert_eq!(
-        store
-            .append_event(event(Lane::Alert, 2))
-            .await
-            .unwrap()
-            .sequence,
-        2
-    );
+    assert_eq!(sequence_of(&store, event(Lane::Alert, 2)).await, 2);
     store.close().await.unwrap();
 }
 
@@ -1083,14 +1046,7 @@ async fn read_only_filesystem_bind_mount() {
     assert_eq!(h.store_health(), HealthState::Ok);
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.alert.rows, stats.telemetry.rows), (1, 1));
-    assert_eq!(
-        store
-            .append_event(event(Lane::Alert, 2))
-            .await
-            .unwrap()
-            .sequence,
-        2
-    );
+    assert_eq!(sequence_of(&store, event(Lane::Alert, 2)).await, 2);
     store.close().await.unwrap();
     drop(guard);
 }

@@ -25,7 +25,7 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
 use waymark_wire::{CloudEvent, Timestamp};
 
-use super::hold::{Backoff, HOLD_MAX_BYTES, Hold};
+use super::hold::{Backoff, Dropped, HOLD_MAX_BYTES, Hold};
 use super::quota::{self, Limits};
 use super::sqlite::{self, Ctx, Failure, OpenError, TxState, Unsent};
 use super::{Accepted, Fetch, Lane, NewEvent, OutboxRow, StoreError, StoreStats, TelemetryBatch};
@@ -576,19 +576,28 @@ impl Writer {
 
     fn hold_batch(&mut self, batch: TelemetryBatch) {
         let dropped = self.hold.push(batch);
-        if dropped.batches > 0 {
-            Health::add(
-                &self.health.counters.readings_lost_store_unavailable,
-                dropped.readings,
-            );
-            tracing::error!(
-                batches = dropped.batches,
-                readings = dropped.readings,
-                first_ms = dropped.first_ms,
-                last_ms = dropped.last_ms,
-                "Store cannot write and its in-memory hold is full; oldest telemetry lost."
-            );
+        self.lost(
+            dropped,
+            "Store cannot write and its in-memory hold is full; oldest telemetry lost.",
+        );
+    }
+
+    /// Counts (and logs, as data loss) held telemetry that will never be committed.
+    fn lost(&self, dropped: Dropped, why: &'static str) {
+        if dropped.batches == 0 {
+            return;
         }
+        Health::add(
+            &self.health.counters.readings_lost_store_unavailable,
+            dropped.readings,
+        );
+        tracing::error!(
+            batches = dropped.batches,
+            readings = dropped.readings,
+            first_ms = dropped.first_ms,
+            last_ms = dropped.last_ms,
+            "{why}"
+        );
     }
 
     /// One transaction: pending recovery, held telemetry, the commands, extras, counters;
@@ -925,18 +934,11 @@ impl Writer {
             }
             self.maintain(Extras::default());
         }
-        if !self.hold.is_empty() {
-            let lost = self.hold.take();
-            Health::add(
-                &self.health.counters.readings_lost_store_unavailable,
-                lost.readings,
-            );
-            tracing::error!(
-                batches = lost.batches,
-                readings = lost.readings,
-                "Store closed while it could not write; held telemetry lost."
-            );
-        }
+        let lost = self.hold.take();
+        self.lost(
+            lost,
+            "Store closed while it could not write; held telemetry lost.",
+        );
         if let Some(conn) = self.conn.take()
             && let Err((_, e)) = conn.close()
         {
