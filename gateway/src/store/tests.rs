@@ -301,38 +301,32 @@ async fn live_telemetry_goes_before_backlog() {
     store.append_telemetry(batch(10, 1, 3)).await.unwrap();
     let live_since = T0 + 60_000;
     let rows = store.fetch(fetch_all(live_since)).await.unwrap();
-    let tags: Vec<u8> = rows.iter().map(|r| r.payload[0]).collect();
-    assert_eq!(tags, [3, 1, 2]);
-    let after = LaneCursors {
+    let tags = |rows: &[OutboxRow]| rows.iter().map(|r| r.payload[0]).collect::<Vec<u8>>();
+    assert_eq!(tags(&rows), [3, 1, 2]);
+    let after_live = LaneCursors {
         live: rows[0].row_id,
         ..LaneCursors::default()
     };
-    let tags: Vec<u8> = store
+    let got = store
         .fetch(Fetch {
-            after,
+            after: after_live,
             ..fetch_all(live_since)
         })
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.payload[0])
-        .collect();
-    assert_eq!(tags, [1, 2]);
-    let after = LaneCursors {
+        .unwrap();
+    assert_eq!(tags(&got), [1, 2]);
+    let after_backlog = LaneCursors {
         backlog: rows[1].row_id,
         ..LaneCursors::default()
     };
-    let tags: Vec<u8> = store
+    let got = store
         .fetch(Fetch {
-            after,
+            after: after_backlog,
             ..fetch_all(live_since)
         })
         .await
-        .unwrap()
-        .iter()
-        .map(|r| r.payload[0])
-        .collect();
-    assert_eq!(tags, [3, 2]);
+        .unwrap();
+    assert_eq!(tags(&got), [3, 2]);
     store.close().await.unwrap();
 }
 
