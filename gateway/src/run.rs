@@ -90,7 +90,9 @@ pub async fn run_with(
     let uplink_task = tokio::spawn(uplink.run(uplink_stop.subscribe()));
 
     let ctx = SourceContext { readings: readings_tx, store: store.clone(), health: health.clone() };
-    let mut sources = sources::spawn_all(&config.sources, ctx, shutdown.clone())?;
+    let mut sources = sources::spawn_all(&config.sources, &ctx, &shutdown)?;
+    // Only the sources hold the pipeline's sender from here on.
+    drop(ctx);
 
     info!(vehicle = %config.vehicle_id, sources = config.sources.len(), "Waymark gateway started.");
     started(Running { store: store.clone(), health: health.clone() });
@@ -98,8 +100,13 @@ pub async fn run_with(
     shutdown.recv().await;
     info!("Shutting down: stopping sources.");
     while let Some(res) = sources.join_next().await {
-        if let Ok(Err(e)) = res {
-            error!(error = %e, "Source failed.");
+        match res {
+            Ok(exit) => {
+                if let Err(e) = exit.result {
+                    error!(source = %exit.component, error = %e, "Source failed.");
+                }
+            }
+            Err(e) => error!(error = %e, "Source task panicked."),
         }
     }
     info!("Flushing the pipeline into the store.");

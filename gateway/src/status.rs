@@ -35,7 +35,7 @@ pub fn document(path: &Path, stats: &StoreStats, now_ms: i64) -> Value {
         "store": path.display().to_string(),
         "now": format_rfc3339_ms(now_ms),
         "backlog": {
-            "total_rows": stats.alert.rows + stats.milestone.rows + stats.telemetry.rows,
+            "total_rows": stats.backlog_rows(),
             "alert": lane(&stats.alert),
             "milestone": lane(&stats.milestone),
             "telemetry": lane(&stats.telemetry),

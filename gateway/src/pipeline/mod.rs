@@ -314,9 +314,7 @@ impl<S: Sink> Pipeline<S> {
     fn finished(&mut self, done: Done<S::Error>) {
         match done.result {
             Ok(()) => {
-                let counters = &self.health.counters;
-                Health::add(&counters.readings_stored, u64::from(done.batch.readings));
-                Health::add(&counters.batches_stored, 1);
+                // `readings_stored` / `batches_stored` are counted by the store at commit.
                 // The store works: offer held batches now, with the backoff reset.
                 self.hold.retry_at = None;
                 self.hold.delay = RETRY_MIN;
@@ -409,10 +407,7 @@ impl<S: Sink> Pipeline<S> {
         while let Some(batch) = self.hold.batches.pop_front() {
             let readings = batch.readings;
             match self.sink.append(batch).await {
-                Ok(()) => {
-                    Health::add(&self.health.counters.readings_stored, u64::from(readings));
-                    Health::add(&self.health.counters.batches_stored, 1);
-                }
+                Ok(()) => {}
                 Err(e) => {
                     Health::add(
                         &self.health.counters.readings_lost_store_unavailable,

@@ -288,6 +288,11 @@ pub struct StoreStats {
 }
 
 impl StoreStats {
+    /// Rows waiting for a PUBACK, all lanes together.
+    pub fn backlog_rows(&self) -> u64 {
+        self.alert.rows + self.milestone.rows + self.telemetry.rows
+    }
+
     /// Stats of one lane.
     pub fn lane(&self, lane: Lane) -> &LaneStats {
         match lane {

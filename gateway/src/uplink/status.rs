@@ -120,22 +120,22 @@ impl StatusDoc {
         // The one place that reads the store's statistics shape.
         let backlog = stats.map(|s| Backlog {
             alert: lane(
-                s.lanes.alert.rows,
-                s.lanes.alert.bytes,
-                s.lanes.alert.readings,
-                s.lanes.alert.oldest_created_ms,
+                s.alert.rows,
+                s.alert.bytes,
+                s.alert.readings,
+                s.alert.oldest_created_ms,
             ),
             milestone: lane(
-                s.lanes.milestone.rows,
-                s.lanes.milestone.bytes,
-                s.lanes.milestone.readings,
-                s.lanes.milestone.oldest_created_ms,
+                s.milestone.rows,
+                s.milestone.bytes,
+                s.milestone.readings,
+                s.milestone.oldest_created_ms,
             ),
             telemetry: lane(
-                s.lanes.telemetry.rows,
-                s.lanes.telemetry.bytes,
-                s.lanes.telemetry.readings,
-                s.lanes.telemetry.oldest_created_ms,
+                s.telemetry.rows,
+                s.telemetry.bytes,
+                s.telemetry.readings,
+                s.telemetry.oldest_created_ms,
             ),
         });
         Self {
@@ -197,13 +197,13 @@ mod tests {
 
     fn stats() -> StoreStats {
         let mut s = StoreStats::default();
-        s.lanes.alert.rows = 1;
-        s.lanes.alert.bytes = 300;
-        s.lanes.alert.oldest_created_ms = Some(NOW - 90_500);
-        s.lanes.telemetry.rows = 4;
-        s.lanes.telemetry.bytes = 4000;
-        s.lanes.telemetry.readings = 200;
-        s.lanes.telemetry.oldest_created_ms = Some(NOW - 3_600_000);
+        s.alert.rows = 1;
+        s.alert.bytes = 300;
+        s.alert.oldest_created_ms = Some(NOW - 90_500);
+        s.telemetry.rows = 4;
+        s.telemetry.bytes = 4000;
+        s.telemetry.readings = 200;
+        s.telemetry.oldest_created_ms = Some(NOW - 3_600_000);
         s.counters.telemetry_dropped_rows = 2;
         s.last_puback_ms = Some(NOW - 1000);
         s
