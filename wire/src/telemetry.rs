@@ -8,6 +8,8 @@
 //! payload = "WT" | version u8 | compression u8 | body_len varint | crc32c(body) u32 LE | wire body
 //! body    = base_time | string table | series*          (wire body = body, or zstd(body))
 //! series  = signal/unit/source refs | codec byte | count | times (delta-of-delta) | values
+//! values  = decimal: step | first mantissa | (differences / step) or their differences
+//!         | float: XOR with the previous bits, non-zero bytes only | bool: bits | text: refs
 //! ```
 //!
 //! # Invariants
@@ -27,9 +29,9 @@
 //!   interpreting it, and allocates at most about
 //!   `MAX_BODY_BYTES + MAX_READINGS × size_of::<Reading>() + MAX_DECODED_TEXT_BYTES` bytes
 //!   (≈ 27 MiB) whatever the input.
-//! - **Canonical.** The encoder is deterministic, and the decoder rejects non-canonical varints,
-//!   so the uncompressed form of a batch is unique. The zstd bytes depend on the zstd library
-//!   version; the body they decompress to does not.
+//! - **Deterministic.** The same readings always give the same body (and, for a given zstd
+//!   library version, the same payload); the decoder rejects overlong varints and non-zero
+//!   padding, so a body has no redundant encodings of a field.
 //!
 //! # Size bound proof
 //!
@@ -45,13 +47,15 @@
 //!    Charge it to the first reading that uses it as signal, unit, source or text: that reading's
 //!    bound contains `varint_len(len) + len` for each of its non-built-in strings.
 //! 3. Per series, a header of three string refs (each `< BUILTIN + MAX_STRINGS < 2²¹`, ≤ 3
-//!    bytes), one codec byte and the count (`≤ MAX_READINGS < 2²¹`, ≤ 3 bytes): ≤ 13 bytes,
-//!    charged to the first reading of the series. Every reading's bound contains 13.
+//!    bytes), one codec byte, the count (`≤ MAX_READINGS < 2²¹`, ≤ 3 bytes) and, for the
+//!    decimal codecs, the step (`< 2²¹`, ≤ 3 bytes): ≤ 16 bytes, charged to the first reading
+//!    of the series. Every reading's bound contains 16.
 //! 4. Per reading, one time varint (a zigzag `i64`, ≤ 10 bytes).
 //! 5. Per reading, its value:
-//!    - number, decimal codec: mantissas satisfy `|m| ≤ 2⁵³`, so a first difference is
-//!      `≤ 2⁵⁴` and a second difference `≤ 2⁵⁵` in magnitude; its zigzag is `≤ 2⁵⁶` (57 bits),
-//!      i.e. ≤ 9 varint bytes. Float codec: a control byte and at most 8 bytes, ≤ 9. So ≤ 9.
+//!    - number, decimal codecs: mantissas satisfy `|m| ≤ 2⁵³`; the first is written as is
+//!      (zigzag `≤ 2⁵⁴`, 8 bytes), then differences divided by the step (`|q| ≤ 2⁵⁴`) or
+//!      differences of those (`≤ 2⁵⁵`), whose zigzag is `≤ 2⁵⁶` (57 bits), i.e. ≤ 9 varint
+//!      bytes. Float codec: a control byte and at most 8 bytes, ≤ 9. So ≤ 9.
 //!    - boolean: the bit column takes `⌈n/8⌉ ≤ n` bytes, ≤ 1 per reading.
 //!    - text: a string ref (≤ 3 bytes) plus the string entry of step 2 if it is new.
 //!
@@ -125,8 +129,8 @@ pub const BATCH_OVERHEAD_BOUND: usize = HEADER_BOUND + BODY_FIXED_BOUND;
 const HEADER_BOUND: usize = 2 + 1 + 1 + 4 + 4;
 /// Body fields that exist once per batch: base time (≤ 10), string count (≤ 3), series count (≤ 3).
 const BODY_FIXED_BOUND: usize = 10 + 3 + 3;
-/// Series header: three string refs (≤ 3 each), codec byte, count (≤ 3).
-const SERIES_HEADER_BOUND: usize = 3 * 3 + 1 + 3;
+/// Series header: three string refs (≤ 3 each), codec byte, count (≤ 3), decimal step (≤ 3).
+const SERIES_HEADER_BOUND: usize = 3 * 3 + 1 + 3 + 3;
 /// One zigzag varint of an `i64`.
 const TIME_BOUND: usize = 10;
 /// One number, decimal or float codec.
@@ -138,7 +142,7 @@ const REF_BOUND: usize = 3;
 ///
 /// `encode(rs)?.len() <= BATCH_OVERHEAD_BOUND + rs.iter().map(reading_size_bound).sum()`.
 /// Built-in strings (common VSS signal names, units and source names, see
-/// `docs/telemetry-format.md`) cost nothing here, so a GPS reading is bounded by 32 bytes.
+/// `docs/telemetry-format.md`) cost nothing here, so a GPS reading is bounded by 35 bytes.
 pub fn reading_size_bound(r: &Reading) -> usize {
     let value = match &r.value {
         Value::Num(_) => NUM_BOUND,
@@ -186,6 +190,25 @@ pub fn encode_uncompressed(readings: &[Reading]) -> Result<Vec<u8>, EncodeError>
 /// A [`DecodeError`] naming the section, byte offset and field where the payload is invalid.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Reading>, DecodeError> {
     decode::decode(bytes)
+}
+
+/// Rounds `v` to `decimals` decimal places (at most 9), giving the `f64` nearest to that
+/// decimal, which the decimal codec stores in a few bytes.
+///
+/// Sources should apply it with the resolution of the signal: a CAN decoder computing
+/// `raw * 0.4` gets `1.2000000000000002` for raw 3, which no decimal scale reproduces, so the
+/// whole series falls back to the 8-byte float codec; `round_decimal(raw * 0.4, 1)` is `1.2`.
+/// Values that are not finite, `decimals > 9`, or magnitudes beyond `2⁵³ / 10^decimals` are
+/// returned unchanged.
+pub fn round_decimal(v: f64, decimals: u8) -> f64 {
+    let Some(&p) = encode::POW10.get(usize::from(decimals)) else {
+        return v;
+    };
+    let x = (v * p).round();
+    if x.is_nan() || x.abs() > encode::MAX_MANTISSA as f64 {
+        return v;
+    }
+    x / p
 }
 
 /// Why a batch cannot be encoded.

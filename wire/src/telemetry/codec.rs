@@ -175,7 +175,17 @@ mod tests {
 
     #[test]
     fn varints_round_trip_and_have_predicted_length() {
-        for v in [0, 1, 127, 128, 16_383, 16_384, 1 << 21, u64::MAX >> 1, u64::MAX] {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            1 << 21,
+            u64::MAX >> 1,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v), "{v}");
@@ -189,13 +199,19 @@ mod tests {
     #[test]
     fn rejects_overlong_overflowing_and_truncated_varints() {
         let bad = |bytes: &[u8]| Reader::new(bytes, Section::Body).varint("v").unwrap_err();
-        assert!(matches!(bad(&[0x80, 0x00]), DecodeError::Varint { offset: 0, .. }));
+        assert!(matches!(
+            bad(&[0x80, 0x00]),
+            DecodeError::Varint { offset: 0, .. }
+        ));
         assert!(matches!(
             bad(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
             DecodeError::Varint { .. }
         ));
         assert!(matches!(bad(&[0xff; 11]), DecodeError::Varint { .. }));
-        assert!(matches!(bad(&[0x80]), DecodeError::Truncated { offset: 0, .. }));
+        assert!(matches!(
+            bad(&[0x80]),
+            DecodeError::Truncated { offset: 0, .. }
+        ));
         assert!(matches!(bad(&[]), DecodeError::Truncated { .. }));
     }
 }

@@ -5,7 +5,7 @@
 use super::codec::Reader;
 use super::encode::{
     CODEC_BOOL, CODEC_DECIMAL_DELTA, CODEC_DECIMAL_DELTA2, CODEC_FLOAT_XOR, CODEC_TEXT,
-    MAX_MANTISSA, MAX_SCALE, POW10,
+    MAX_MANTISSA, MAX_SCALE, POW10, STEP_LIMIT,
 };
 use super::{
     COMPRESSION_NONE, COMPRESSION_ZSTD, DecodeError, FORMAT_VERSION, MAGIC, MAX_BODY_BYTES,
@@ -128,7 +128,11 @@ fn parse_body(body: &[u8]) -> Result<Vec<Reading>, DecodeError> {
             }
             CODEC_DECIMAL_DELTA | CODEC_DECIMAL_DELTA2 => {}
             CODEC_FLOAT_XOR | CODEC_BOOL | CODEC_TEXT if scale != 0 => {
-                return Err(invalid(codec_at, "codec", "scale set on a non-decimal codec"));
+                return Err(invalid(
+                    codec_at,
+                    "codec",
+                    "scale set on a non-decimal codec",
+                ));
             }
             CODEC_FLOAT_XOR | CODEC_BOOL | CODEC_TEXT => {}
             _ => return Err(invalid(codec_at, "codec", "unknown codec id")),
@@ -139,7 +143,11 @@ fn parse_body(body: &[u8]) -> Result<Vec<Reading>, DecodeError> {
         let count_at = r.pos();
         let count = r.varint("count")?;
         if count == 0 {
-            return Err(invalid(count_at, "count", "a series has at least one reading"));
+            return Err(invalid(
+                count_at,
+                "count",
+                "a series has at least one reading",
+            ));
         }
         let max = (MAX_READINGS - out.len()).min(r.remaining());
         let count = match usize::try_from(count) {
@@ -187,21 +195,29 @@ fn parse_body(body: &[u8]) -> Result<Vec<Reading>, DecodeError> {
         match codec {
             CODEC_DECIMAL_DELTA | CODEC_DECIMAL_DELTA2 => {
                 let p = POW10[scale];
-                let (mut prev, mut prev_d) = (0i64, 0i64);
+                let step_at = r.pos();
+                let step = if count > 1 { r.varint("step")? } else { 1 };
+                if step == 0 || step >= STEP_LIMIT {
+                    return Err(invalid(step_at, "step", "step outside 1..2^21"));
+                }
+                let (mut m, mut prev_q) = (0i64, 0i64);
                 for (j, &t) in times.iter().enumerate() {
                     let at = r.pos();
                     let e = r.zigzag("value")?;
-                    let m = if codec == CODEC_DECIMAL_DELTA {
-                        prev.wrapping_add(e)
+                    m = if j == 0 {
+                        e
                     } else {
-                        let d = e.wrapping_add(prev_d);
-                        prev_d = if j == 0 { 0 } else { d };
-                        prev.wrapping_add(d)
+                        let q = if codec == CODEC_DECIMAL_DELTA {
+                            e
+                        } else {
+                            e.wrapping_add(prev_q)
+                        };
+                        prev_q = q;
+                        m.wrapping_add(q.wrapping_mul(step as i64))
                     };
                     if m.unsigned_abs() > MAX_MANTISSA as u64 {
                         return Err(invalid(at, "value", "decimal mantissa beyond 2^53"));
                     }
-                    prev = m;
                     push(t, Value::Num(m as f64 / p));
                 }
             }
@@ -229,7 +245,7 @@ fn parse_body(body: &[u8]) -> Result<Vec<Reading>, DecodeError> {
             CODEC_BOOL => {
                 let at = r.pos();
                 let bits = r.bytes(count.div_ceil(8), "bools")?;
-                if count % 8 != 0 && bits[bits.len() - 1] >> (count % 8) != 0 {
+                if !count.is_multiple_of(8) && bits[bits.len() - 1] >> (count % 8) != 0 {
                     return Err(invalid(at, "bools", "padding bits are not zero"));
                 }
                 for (j, &t) in times.iter().enumerate() {

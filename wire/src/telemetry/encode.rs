@@ -79,7 +79,7 @@ pub(super) fn encode(readings: &[Reading], compress: bool) -> Result<Vec<u8>, En
     let mut lookup: HashMap<Key<'_>, u32> = HashMap::new();
     let mut series_of: Vec<u32> = Vec::with_capacity(readings.len());
     let mut text_bytes = 0usize;
-    let mut last: Option<(Key<'_>, u32)> = None;
+    let mut last: Option<u32> = None;
     for r in readings {
         let kind = match &r.value {
             Value::Num(_) => Kind::Num,
@@ -97,10 +97,17 @@ pub(super) fn encode(readings: &[Reading], compress: bool) -> Result<Vec<u8>, En
             source: &r.source,
             kind,
         };
-        let s = match last {
-            // Runs of one series are common (a source flushing its buffer); skip the hash.
-            Some((k, s)) if k == key => s,
-            _ => match lookup.get(&key) {
+        // Input usually cycles through the same series in the same order (one instant after
+        // another) or repeats one series; try those guesses before hashing three strings.
+        let guess = match last {
+            Some(s) if keys[s as usize] == key => Some(s),
+            Some(s) if keys.get(s as usize + 1) == Some(&key) => Some(s + 1),
+            Some(_) if keys.first() == Some(&key) => Some(0),
+            _ => None,
+        };
+        let s = match guess {
+            Some(s) => s,
+            None => match lookup.get(&key) {
                 Some(&s) => s,
                 None => {
                     limit("signal length", r.signal.len(), MAX_STRING_LEN)?;
@@ -113,7 +120,7 @@ pub(super) fn encode(readings: &[Reading], compress: bool) -> Result<Vec<u8>, En
                 }
             },
         };
-        last = Some((key, s));
+        last = Some(s);
         series_of.push(s);
     }
     drop(lookup);
@@ -202,7 +209,7 @@ pub(super) fn encode(readings: &[Reading], compress: bool) -> Result<Vec<u8>, En
                         byte = 0;
                     }
                 }
-                if members.len() % 8 != 0 {
+                if !members.len().is_multiple_of(8) {
                     body.push(byte);
                 }
                 CODEC_BOOL
@@ -258,7 +265,7 @@ pub(super) fn mantissa(v: f64, scale: usize) -> Option<i64> {
     let p = POW10[scale];
     let x = v * p;
     // Also rejects NaN and ±inf.
-    if !(x.abs() <= MAX_MANTISSA as f64) {
+    if x.is_nan() || x.abs() > MAX_MANTISSA as f64 {
         return None;
     }
     let m = x.round() as i64;
@@ -280,6 +287,16 @@ fn decimal_scale(values: &[f64]) -> Option<usize> {
     Some(k)
 }
 
+/// Largest step of the decimal codecs (exclusive), so that it fits a 3-byte varint.
+pub(super) const STEP_LIMIT: u64 = 1 << 21;
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 /// Writes a number column and returns its codec byte.
 fn write_numbers(out: &mut Vec<u8>, values: &[f64], mants: &mut Vec<i64>) -> u8 {
     if let Some(scale) = decimal_scale(values) {
@@ -295,25 +312,44 @@ fn write_numbers(out: &mut Vec<u8>, values: &[f64], mants: &mut Vec<i64>) -> u8 
             }
         }
         if exact {
+            // Quantised sensors (0.125 rpm, 0.4 %, 0.0625 °C) change in multiples of a step.
+            // With two values the gcd is the one difference itself, which never pays.
+            let step = if mants.len() < 3 {
+                1
+            } else {
+                mants
+                    .windows(2)
+                    .fold(0, |g, w| gcd(g, (w[1] - w[0]).unsigned_abs()))
+            };
+            let step = if step == 0 || step >= STEP_LIMIT {
+                1
+            } else {
+                step
+            };
+            let step_i = step as i64;
             // Pick the difference order with fewer varint bytes (ties: first order).
             let (mut size1, mut size2) = (0usize, 0usize);
-            let (mut prev, mut prev_d) = (0i64, 0i64);
-            for (j, &m) in mants.iter().enumerate() {
-                let d = m - prev;
-                size1 += varint_len(zigzag(d));
-                size2 += varint_len(zigzag(d - prev_d));
-                prev = m;
-                prev_d = if j == 0 { 0 } else { d };
+            let mut prev_q = 0i64;
+            for w in mants.windows(2) {
+                let q = (w[1] - w[0]) / step_i;
+                size1 += varint_len(zigzag(q));
+                size2 += varint_len(zigzag(q - prev_q));
+                prev_q = q;
+            }
+            // A single value has no differences, hence no step.
+            if mants.len() > 1 {
+                put_varint(out, step);
+            }
+            put_zigzag(out, mants[0]);
+            let mut prev_q = 0i64;
+            for w in mants.windows(2) {
+                let q = (w[1] - w[0]) / step_i;
+                put_zigzag(out, if size2 < size1 { q - prev_q } else { q });
+                prev_q = q;
             }
             let codec = if size2 < size1 {
-                write_delta2(out, 0, mants.iter().copied());
                 CODEC_DECIMAL_DELTA2
             } else {
-                let mut prev = 0i64;
-                for &m in mants.iter() {
-                    put_zigzag(out, m - prev);
-                    prev = m;
-                }
                 CODEC_DECIMAL_DELTA
             };
             return ((scale as u8) << 4) | codec;

@@ -145,10 +145,50 @@ fn decimal_codec_picks_the_fewest_decimals() {
     assert_eq!(codec_of(&[1.0, f64::NAN]), 0x02);
     assert_eq!(codec_of(&[-0.0]), 0x02);
     assert_eq!(codec_of(&[1e-10]), 0x02);
-    // A steady ramp is cheaper as second differences.
-    let ramp: Vec<f64> = (0..50).map(|i| 52.0 + f64::from(i) * 0.000_234_5).collect();
-    let ramp: Vec<f64> = ramp.iter().map(|v| (v * 1e7).round() / 1e7).collect();
+    // A noisy ramp is cheaper as second differences...
+    let ramp: Vec<f64> = (0..50)
+        .map(|i| f64::from(520_000_000 + 2345 * i + i % 3) / 1e7)
+        .collect();
     assert_eq!(codec_of(&ramp), 0x71);
+    // ...an exact one as first differences of its step (q = 1 throughout).
+    let ramp: Vec<f64> = (0..50)
+        .map(|i| f64::from(520_000_000 + 2345 * i) / 1e7)
+        .collect();
+    assert_eq!(codec_of(&ramp), 0x70);
+    // The step: 0.125 rpm resolution gives step 125 at scale 3 (body[9], after count and time).
+    let rpm = [646.75, 650.125, 653.75, 648.0];
+    assert_eq!(codec_of(&rpm), 0x30);
+    let rs: Vec<Reading> = rpm
+        .iter()
+        .map(|&v| num("Vehicle.Speed", "", 0, v))
+        .collect();
+    let bytes = encode_uncompressed(&rs).unwrap();
+    // codec at 6, count at 7, four times at 8..12, step at 12, first mantissa 646750 after it.
+    assert_eq!(&body_of(&bytes)[12..16], &[0x7d, 0xbc, 0xf9, 0x4e]);
+}
+
+#[test]
+fn round_decimal_makes_can_products_compact() {
+    assert_eq!(round_decimal(3.0 * 0.4, 1), 1.2);
+    assert_eq!(round_decimal(7.0 * 0.05, 2), 0.35);
+    assert_eq!(round_decimal(646.75, 3), 646.75);
+    assert!(round_decimal(f64::NAN, 1).is_nan());
+    assert_eq!(round_decimal(1e300, 3), 1e300);
+    assert_eq!(round_decimal(1.23, 10), 1.23);
+    // Every product raw × 0.4 rounds to a value the decimal codec stores at scale 1.
+    let rs: Vec<Reading> = (0..251)
+        .map(|raw| {
+            num(
+                "Vehicle.OBD.EngineLoad",
+                "%",
+                raw,
+                round_decimal(raw as f64 * 0.4, 1),
+            )
+        })
+        .collect();
+    let bytes = encode_uncompressed(&rs).unwrap();
+    assert_round_trip(&rs);
+    assert!(bytes.len() < 600, "{}", bytes.len());
 }
 
 #[test]
@@ -175,7 +215,14 @@ fn mixed_value_types_of_one_signal_stay_separate_series() {
 #[test]
 fn contiguous_series_come_back_in_input_order() {
     let rs: Vec<Reading> = (0..20)
-        .map(|i| num(if i < 10 { "b" } else { "a" }, "", 100 - i, f64::from(i as i32)))
+        .map(|i| {
+            num(
+                if i < 10 { "b" } else { "a" },
+                "",
+                100 - i,
+                f64::from(i as i32),
+            )
+        })
         .collect();
     assert_eq!(decode(&encode(&rs).unwrap()).unwrap(), rs);
 }
@@ -262,7 +309,11 @@ fn worst_case_readings_stay_within_the_bound() {
         let name = format!("{i:04}{}", "é".repeat(500));
         let time = if i % 2 == 0 { i64::MIN } else { i64::MAX };
         let value = match i % 4 {
-            0 => Value::Num(if i % 8 == 0 { 9_007_199_254_740_992.0 } else { -9e15 }),
+            0 => Value::Num(if i % 8 == 0 {
+                9_007_199_254_740_992.0
+            } else {
+                -9e15
+            }),
             1 => Value::Num(f64::from_bits(0x8123_4567_89ab_cdef)),
             2 => Value::Text(name.clone()),
             _ => Value::Bool(true),
@@ -279,7 +330,11 @@ fn worst_case_readings_stay_within_the_bound() {
     // One series with maximal second differences.
     let rs: Vec<Reading> = (0..100)
         .map(|i| {
-            let v = if i % 2 == 0 { 9_007_199_254_740_992.0 } else { -9_007_199_254_740_992.0 };
+            let v = if i % 2 == 0 {
+                9_007_199_254_740_992.0
+            } else {
+                -9_007_199_254_740_992.0
+            };
             num("s", "", if i % 2 == 0 { i64::MIN } else { i64::MAX }, v)
         })
         .collect();
@@ -294,9 +349,20 @@ fn header_errors_name_the_problem() {
         p[i] = b;
         decode(&p).unwrap_err()
     };
-    assert!(matches!(with(0, b'X'), DecodeError::BadMagic { found: [b'X', b'T'] }));
-    assert!(matches!(with(2, 2), DecodeError::UnsupportedVersion { found: 2 }));
-    assert!(matches!(with(3, 7), DecodeError::UnknownCompression { found: 7 }));
+    assert!(matches!(
+        with(0, b'X'),
+        DecodeError::BadMagic {
+            found: [b'X', b'T']
+        }
+    ));
+    assert!(matches!(
+        with(2, 2),
+        DecodeError::UnsupportedVersion { found: 2 }
+    ));
+    assert!(matches!(
+        with(3, 7),
+        DecodeError::UnknownCompression { found: 7 }
+    ));
     assert!(matches!(
         decode(b"W"),
         Err(DecodeError::Truncated {
@@ -335,24 +401,64 @@ fn hostile_bodies_are_rejected_before_allocating() {
         // No strings, 1 series, ref 200 past the table.
         (&[0x00, 0x00, 0x01, 0xc8, 0x01], "signal_ref"),
         // Unknown codec 5.
-        (&[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05, 0x01, 0x00], "codec"),
+        (
+            &[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05, 0x01, 0x00],
+            "codec",
+        ),
         // Decimal scale 10.
-        (&[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0xa0, 0x01, 0x00], "codec"),
+        (
+            &[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0xa0, 0x01, 0x00],
+            "codec",
+        ),
         // Count 2^40.
-        (&[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20], "count"),
+        (
+            &[
+                0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20,
+            ],
+            "count",
+        ),
         // Count 0.
         (&[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00], "count"),
         // Bool padding bit set: 1 reading, bits 0b10.
-        (&[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x01, 0x00, 0x02], "bools"),
-        // Decimal mantissa 2^53 + 1 (zigzag 2^54 + 2).
         (
-            &[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20],
+            &[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x03, 0x01, 0x00, 0x02],
+            "bools",
+        ),
+        // Decimal step 0 (two readings, times 0 0).
+        (
+            &[
+                0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00,
+            ],
+            "step",
+        ),
+        // Decimal step 2^21.
+        (
+            &[
+                0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x80, 0x80, 0x80, 0x01,
+                0x00, 0x00,
+            ],
+            "step",
+        ),
+        // Decimal mantissa 2^53 + 1 (zigzag 2^54 + 2); a single value has no step.
+        (
+            &[
+                0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x82, 0x80, 0x80, 0x80, 0x80,
+                0x80, 0x80, 0x20,
+            ],
             "value",
         ),
         // Float control byte: 4 trailing zero bytes + 5 bytes.
-        (&[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x01, 0x00, 0x45], "value"),
+        (
+            &[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x01, 0x00, 0x45],
+            "value",
+        ),
         // Float bytes not minimal.
-        (&[0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x01, 0x00, 0x01, 0x00], "value"),
+        (
+            &[
+                0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x02, 0x01, 0x00, 0x01, 0x00,
+            ],
+            "value",
+        ),
         // Trailing byte.
         (&[0x00, 0x00, 0x00, 0x00], "end of body"),
         // Series count promised, series missing.
@@ -408,7 +514,12 @@ fn every_truncation_and_bit_flip_is_detected() {
     let rs: Vec<Reading> = (0..50)
         .flat_map(|i| {
             [
-                num("Vehicle.CurrentLocation.Latitude", "deg", 1000 * i, 52.0 + i as f64 * 1e-4),
+                num(
+                    "Vehicle.CurrentLocation.Latitude",
+                    "deg",
+                    1000 * i,
+                    52.0 + i as f64 * 1e-4,
+                ),
                 Reading {
                     signal: "Vehicle.Cargo.Hold.Note".into(),
                     value: Value::Text(format!("n{}", i % 3)),
@@ -442,6 +553,13 @@ fn every_truncation_and_bit_flip_is_detected() {
     }
 }
 
+/// Decodes anything without panicking; whatever decodes is a valid batch that round-trips.
+fn decode_any(bytes: &[u8]) {
+    if let Ok(rs) = decode(bytes) {
+        assert_round_trip(&rs);
+    }
+}
+
 fn arb_string() -> impl Strategy<Value = String> {
     prop_oneof![
         Just(String::new()),
@@ -456,7 +574,8 @@ fn arb_f64() -> impl Strategy<Value = f64> {
     prop_oneof![
         any::<u64>().prop_map(f64::from_bits),
         proptest::num::f64::ANY,
-        (-(1i64 << 53)..=(1i64 << 53), 0usize..=9).prop_map(|(m, k)| m as f64 / 10f64.powi(k as i32)),
+        (-(1i64 << 53)..=(1i64 << 53), 0usize..=9)
+            .prop_map(|(m, k)| m as f64 / 10f64.powi(k as i32)),
         (-100_000i64..100_000, 0usize..=3).prop_map(|(m, k)| m as f64 / 10f64.powi(k as i32)),
         Just(-0.0),
         Just(f64::NAN),
@@ -477,8 +596,16 @@ fn arb_reading() -> impl Strategy<Value = Reading> {
         arb_string(),
         arb_value(),
         prop_oneof![Just(String::new()), Just("km/h".to_string()), "\\PC{0,3}"],
-        prop_oneof![any::<i64>(), 1_700_000_000_000i64..1_700_000_100_000, -5i64..5],
-        prop_oneof![Just("gps".to_string()), Just("can0".to_string()), "[xy]{1,2}"],
+        prop_oneof![
+            any::<i64>(),
+            1_700_000_000_000i64..1_700_000_100_000,
+            -5i64..5
+        ],
+        prop_oneof![
+            Just("gps".to_string()),
+            Just("can0".to_string()),
+            "[xy]{1,2}"
+        ],
     )
         .prop_map(|(signal, value, unit, time, source)| Reading {
             signal,
@@ -535,17 +662,17 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
-        let _ = decode(&bytes);
+        decode_any(&bytes);
         let mut p = b"WT\x01\x01".to_vec();
         p.extend_from_slice(&bytes);
-        let _ = decode(&p);
+        decode_any(&p);
     }
 
     #[test]
     fn arbitrary_bodies_with_valid_checksums_never_panic(
         body in prop::collection::vec(any::<u8>(), 0..300),
     ) {
-        let _ = decode(&frame(&body));
+        decode_any(&frame(&body));
     }
 
     #[test]
@@ -561,6 +688,6 @@ proptest! {
             let i = i.index(body.len());
             body[i] = b;
         }
-        let _ = decode(&frame(&body));
+        decode_any(&frame(&body));
     }
 }
