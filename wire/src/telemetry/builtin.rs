@@ -7,7 +7,7 @@
 //! with the indices.
 
 /// Built-in strings; index = string ref.
-pub(super) const BUILTIN: [&str; 64] = [
+pub(super) static BUILTIN: [&str; 64] = [
     // 0..=9: sources and the empty unit.
     "",
     "gps",

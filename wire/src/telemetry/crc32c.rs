@@ -7,7 +7,8 @@
 
 const POLY: u32 = 0x82F6_3B78;
 
-const TABLES: [[u32; 256]; 8] = build_tables();
+// A `static`, not a `const`: a const array is materialised at every use in debug builds.
+static TABLES: [[u32; 256]; 8] = build_tables();
 
 const fn build_tables() -> [[u32; 256]; 8] {
     let mut t = [[0u32; 256]; 8];

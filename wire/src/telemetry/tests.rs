@@ -632,7 +632,7 @@ fn arb_smooth_series() -> impl Strategy<Value = Vec<Reading>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn round_trip_is_exact_per_series(rs in prop::collection::vec(arb_reading(), 0..80)) {
