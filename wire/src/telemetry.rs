@@ -26,9 +26,12 @@
 //!   by a property test.
 //! - **Bounded decode.** [`decode`] never panics, rejects a declared body larger than
 //!   [`MAX_BODY_BYTES`] before allocating or decompressing, verifies a CRC-32C of the body before
-//!   interpreting it, and allocates at most about
-//!   `MAX_BODY_BYTES + MAX_READINGS × size_of::<Reading>() + MAX_DECODED_TEXT_BYTES` bytes
-//!   (≈ 27 MiB) whatever the input.
+//!   interpreting it, and checks every count against its limit and the bytes left before
+//!   allocating for it. Whatever the input, it holds at most the body (4 MiB), the string
+//!   table's slices (≤ 4 MiB), the output vector (`MAX_READINGS × size_of::<Reading>()`,
+//!   ≈ 6.5 MiB), the output strings ([`MAX_DECODED_TEXT_BYTES`], 16 MiB, plus allocator
+//!   overhead for ≤ 4 × 65 536 allocations) and a zstd context: about 35 MiB in the worst case,
+//!   a few hundred kilobytes for real batches.
 //! - **Deterministic.** The same readings always give the same body (and, for a given zstd
 //!   library version, the same payload); the decoder rejects overlong varints and non-zero
 //!   padding, so a body has no redundant encodings of a field.
@@ -305,8 +308,14 @@ pub enum DecodeError {
         max: u64,
     },
     /// The zstd frame after the header does not decompress into at most `body_len` bytes.
-    #[error("zstd body does not decompress")]
-    Decompress(#[source] std::io::Error),
+    #[error("zstd body starting at payload byte {offset} does not decompress")]
+    Decompress {
+        /// Where the zstd frame starts in the payload (right after the header).
+        offset: usize,
+        /// zstd's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The body (as stored or decompressed) is not exactly `body_len` bytes long.
     #[error("body is {actual} bytes, header declares {declared}")]
     BodyLength {

@@ -33,12 +33,17 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Vec<Reading>, DecodeError> {
     let body_len = h.varint_max("body_len", MAX_BODY_BYTES as u64)? as usize;
     let crc = h.bytes(4, "crc32c")?;
     let declared_crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let body_at = h.pos();
     let rest = h.rest();
 
     let decompressed;
     let body: &[u8] = if compression == COMPRESSION_ZSTD {
         // `body_len ≤ MAX_BODY_BYTES` bounds the buffer; zstd fails if the frame would overflow it.
-        decompressed = zstd::bulk::decompress(rest, body_len).map_err(DecodeError::Decompress)?;
+        decompressed =
+            zstd::bulk::decompress(rest, body_len).map_err(|source| DecodeError::Decompress {
+                offset: body_at,
+                source,
+            })?;
         &decompressed
     } else {
         rest

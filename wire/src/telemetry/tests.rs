@@ -82,6 +82,12 @@ fn body_of(payload: &[u8]) -> &[u8] {
 }
 
 #[test]
+fn reading_size_matches_the_documented_memory_bound() {
+    // telemetry.rs budgets MAX_READINGS × size_of::<Reading>() ≈ 6.5 MiB for the output vector.
+    assert!(std::mem::size_of::<Reading>() <= 104);
+}
+
+#[test]
 fn empty_batch_round_trips() {
     let bytes = encode(&[]).unwrap();
     assert_eq!(bytes.len(), 12);
