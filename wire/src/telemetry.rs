@@ -345,25 +345,3 @@ pub enum DecodeError {
         reason: &'static str,
     },
 }
-
-// STAND-IN (branch wip-pipeline): the batcher needs these two items of the shared contract
-// before the wire branch lands. They bound the preliminary postcard encoding above; at merge
-// the wire branch's definitions replace this block.
-
-/// Longest postcard varint (a `u64`/`usize` length or a zig-zag `i64`).
-const VARINT_MAX: usize = 10;
-
-/// Upper bound of the bytes a batch adds beyond its readings (the sequence length prefix).
-pub const BATCH_OVERHEAD_BOUND: usize = VARINT_MAX;
-
-/// Upper bound of the bytes `r` adds to an encoded batch, so that
-/// `encode(rs).len() <= BATCH_OVERHEAD_BOUND + Σ reading_size_bound(r)`.
-pub fn reading_size_bound(r: &Reading) -> usize {
-    let string = |len: usize| VARINT_MAX + len;
-    let value = match &r.value {
-        crate::Value::Num(_) => 8,
-        crate::Value::Bool(_) => 1,
-        crate::Value::Text(t) => string(t.len()),
-    };
-    string(r.signal.len()) + value + string(r.unit.len()) + VARINT_MAX + string(r.source.len())
-}
