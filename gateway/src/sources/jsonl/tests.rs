@@ -1,0 +1,1 @@
+//! Async tests of the jsonl source over real sockets.
