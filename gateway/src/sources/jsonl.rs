@@ -63,7 +63,8 @@ use crate::shutdown::Shutdown;
 use crate::store::Accepted;
 
 pub use self::line::{
-    MAX_DATA_BYTES, MAX_SIGNAL_BYTES, MAX_SUBJECT_BYTES, MAX_TEXT_BYTES, MAX_TYPE_BYTES, MAX_UNIT_BYTES,
+    MAX_DATA_BYTES, MAX_SIGNAL_BYTES, MAX_SUBJECT_BYTES, MAX_TEXT_BYTES, MAX_TYPE_BYTES,
+    MAX_UNIT_BYTES,
 };
 
 /// Answers (events in flight, rejections) that may be pending per connection before the
@@ -175,7 +176,9 @@ impl Jsonl {
     /// [`JsonlError`] saying which listener failed and why.
     pub fn bind(cfg: &JsonlConfig) -> Result<Self, JsonlError> {
         if cfg.unix_socket.is_none() && cfg.tcp_listen.is_none() {
-            return Err(JsonlError::NoListener { name: cfg.name.clone() });
+            return Err(JsonlError::NoListener {
+                name: cfg.name.clone(),
+            });
         }
         let tcp = cfg.tcp_listen.map(bind_tcp).transpose()?;
         let unix = cfg.unix_socket.as_deref().map(bind_unix).transpose()?;
@@ -210,7 +213,11 @@ impl Jsonl {
         health: Arc<Health>,
         shutdown: Shutdown,
     ) -> Result<(), SourceError> {
-        let Jsonl { settings, unix, tcp } = self;
+        let Jsonl {
+            settings,
+            unix,
+            tcp,
+        } = self;
         let (unix, socket_file) = unix.map_or((None, None), |(l, f)| (Some(l), Some(f)));
         let listening = describe(socket_file.as_ref(), tcp.as_ref());
         info!(component = %settings.component, %listening, "Accepting JSON lines.");
@@ -277,7 +284,12 @@ impl Jsonl {
             Ok(()) => "stopped".to_string(),
             Err(e) => e.to_string(),
         };
-        shared.health.set(&shared.settings.component, HealthState::Down, Some(detail), now_ms());
+        shared.health.set(
+            &shared.settings.component,
+            HealthState::Down,
+            Some(detail),
+            now_ms(),
+        );
         info!(component = %shared.settings.component, "Stopped accepting JSON lines.");
         result
     }
@@ -291,7 +303,8 @@ impl Source for Jsonl {
     }
 
     async fn run(self, ctx: SourceContext, shutdown: Shutdown) -> Result<(), SourceError> {
-        self.serve(ctx.readings, ctx.store, ctx.health, shutdown).await
+        self.serve(ctx.readings, ctx.store, ctx.health, shutdown)
+            .await
     }
 }
 
@@ -321,10 +334,8 @@ impl Drop for SocketFile {
     fn drop(&mut self) {
         let ours = std::fs::symlink_metadata(&self.path)
             .is_ok_and(|m| m.file_type().is_socket() && Some((m.dev(), m.ino())) == self.dev_ino);
-        if ours {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                debug!(path = %self.path.display(), error = %e, "Could not remove the socket file.");
-            }
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            debug!(path = %self.path.display(), error = %e, "Could not remove the socket file.");
         }
     }
 }
@@ -346,21 +357,34 @@ fn bind_unix(path: &Path) -> Result<(UnixListener, SocketFile), JsonlError> {
             if std::os::unix::net::UnixStream::connect(&path).is_ok() {
                 return Err(JsonlError::SocketInUse { path });
             }
-            std::fs::remove_file(&path).map_err(|source| JsonlError::StaleSocket { path: path.clone(), source })?;
+            std::fs::remove_file(&path).map_err(|source| JsonlError::StaleSocket {
+                path: path.clone(),
+                source,
+            })?;
             info!(path = %path.display(), "Removed a stale socket file.");
         }
         Ok(_) => return Err(JsonlError::NotASocket { path }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => return Err(JsonlError::StaleSocket { path, source }),
     }
-    let bind_err = |source| JsonlError::BindUnix { path: path.clone(), source };
+    let bind_err = |source| JsonlError::BindUnix {
+        path: path.clone(),
+        source,
+    };
     let std_listener = std::os::unix::net::UnixListener::bind(&path).map_err(bind_err)?;
     // From here on the guard removes the file if anything below fails.
-    let mut file = SocketFile { path: path.clone(), dev_ino: None };
+    let mut file = SocketFile {
+        path: path.clone(),
+        dev_ino: None,
+    };
     let meta = std::fs::symlink_metadata(&path).map_err(bind_err)?;
     file.dev_ino = Some((meta.dev(), meta.ino()));
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .map_err(|source| JsonlError::Permissions { path: path.clone(), source })?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(SOCKET_MODE)).map_err(
+        |source| JsonlError::Permissions {
+            path: path.clone(),
+            source,
+        },
+    )?;
     std_listener.set_nonblocking(true).map_err(bind_err)?;
     let listener = UnixListener::from_std(std_listener).map_err(bind_err)?;
     Ok((listener, file))
@@ -407,7 +431,10 @@ async fn accept_failed<E>(shared: &Shared<E>, e: &io::Error, shutdown: &Shutdown
 fn refuse<E>(shared: &Shared<E>, try_write: impl FnOnce(&[u8]) -> io::Result<usize>, peer: &str) {
     let limit = shared.settings.max_connections;
     warn!(component = %shared.settings.component, peer, limit, "Connection refused: too many connections.");
-    let mut msg = answer_json(&Answer::rejected(0, &format!("too many connections (limit {limit})")));
+    let mut msg = answer_json(&Answer::rejected(
+        0,
+        &format!("too many connections (limit {limit})"),
+    ));
     msg.push(b'\n');
     if let Err(e) = try_write(&msg) {
         debug!(error = %e, "Could not tell the refused connection why.");
@@ -415,7 +442,10 @@ fn refuse<E>(shared: &Shared<E>, try_write: impl FnOnce(&[u8]) -> io::Result<usi
 }
 
 /// Collects finished connections without waiting.
-fn reap(conns: &mut JoinSet<Result<(), PipelineClosed>>, shutdown: &Shutdown) -> Result<(), SourceError> {
+fn reap(
+    conns: &mut JoinSet<Result<(), PipelineClosed>>,
+    shutdown: &Shutdown,
+) -> Result<(), SourceError> {
     while let Some(joined) = conns.try_join_next() {
         connection_ended(joined, shutdown)?;
     }
@@ -442,7 +472,11 @@ enum Pending<Err> {
     /// A rejected line.
     Rejected { line: u64, error: String },
     /// An event being committed.
-    Event { line: u64, id: Uuid, commit: JoinHandle<Result<Accepted, Err>> },
+    Event {
+        line: u64,
+        id: Uuid,
+        commit: JoinHandle<Result<Accepted, Err>>,
+    },
 }
 
 /// One connection: a reader and a writer, joined in one task.
@@ -460,8 +494,10 @@ where
 {
     debug!(component = %shared.settings.component, %peer, "Connection opened.");
     let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
-    let (read, ()) =
-        tokio::join!(read_lines(reader, tx, &shared, &shutdown), write_answers(writer, rx, &shared, &shutdown));
+    let (read, ()) = tokio::join!(
+        read_lines(reader, tx, &shared, &shutdown),
+        write_answers(writer, rx, &shared, &shutdown)
+    );
     debug!(component = %shared.settings.component, %peer, "Connection closed.");
     read
 }
@@ -501,7 +537,7 @@ where
         };
         // One clock reading per chunk: the receive time of lines without `time`, and the
         // rate limiter's `now` (a stale `now` only errs towards waiting).
-        let mut now = std::time::Instant::now();
+        let mut now = tokio::time::Instant::now().into_std();
         let received_ms = now_ms();
         while let Some(frame) = framer.next_or_last(eof) {
             while let Err(at) = limiter.check(now) {
@@ -510,7 +546,7 @@ where
                     () = &mut stop => return Ok(()),
                     () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
                 }
-                now = std::time::Instant::now();
+                now = tokio::time::Instant::now().into_std();
             }
             let (number, parsed) = match frame {
                 Frame::Line { number, bytes } => (number, parse_line(bytes, &s.name, received_ms)),
@@ -545,7 +581,15 @@ where
                     let id = ev.id;
                     let sink = shared.events.clone();
                     let commit = tokio::spawn(async move { sink.append_event(ev).await });
-                    if answers.send(Pending::Event { line: number, id, commit }).await.is_err() {
+                    if answers
+                        .send(Pending::Event {
+                            line: number,
+                            id,
+                            commit,
+                        })
+                        .await
+                        .is_err()
+                    {
                         // The writer only stops after this sender is dropped.
                         debug!(component = %s.component, "Answer writer gone.");
                     }
@@ -553,7 +597,10 @@ where
                 Err(e) => {
                     Health::add(&shared.health.counters.lines_rejected, 1);
                     debug!(component = %s.component, line = number, error = %e, "Line rejected.");
-                    let pending = Pending::Rejected { line: number, error: e.0 };
+                    let pending = Pending::Rejected {
+                        line: number,
+                        error: e.0,
+                    };
                     if answers.send(pending).await.is_err() {
                         debug!(component = %s.component, "Answer writer gone.");
                     }
@@ -567,8 +614,10 @@ where
 }
 
 /// Writes answers in line order, each as soon as it (and everything before it) is known.
+/// Answers that are ready together go out in one write; whatever is collected is written
+/// before waiting for anything (the next line, an uncommitted event).
 async fn write_answers<W, E>(
-    mut writer: W,
+    writer: W,
     mut pending: mpsc::Receiver<Pending<E::Error>>,
     shared: &Shared<E>,
     shutdown: &Shutdown,
@@ -576,46 +625,97 @@ async fn write_answers<W, E>(
     W: AsyncWrite + Unpin,
     E: EventSink,
 {
-    let mut out = Vec::with_capacity(4096);
-    // After a write error the producer is gone; keep draining so every commit is awaited.
-    let mut broken = false;
-    while let Some(p) = pending.recv().await {
-        let answer = match p {
-            Pending::Rejected { line, error } => answer_json(&Answer::rejected(line, &error)),
-            Pending::Event { line, id, commit } => match commit.await {
-                Ok(Ok(acc)) => {
-                    store_ok(shared);
-                    answer_json(&Answer::accepted(line, &acc))
+    let mut out = Output {
+        writer,
+        buf: Vec::with_capacity(4096),
+        broken: false,
+    };
+    loop {
+        let next = match pending.try_recv() {
+            Ok(p) => p,
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                out.flush(shared, shutdown).await;
+                match pending.recv().await {
+                    Some(p) => p,
+                    None => break,
                 }
-                Ok(Err(e)) => {
-                    store_failed(shared, &e);
-                    answer_json(&Answer::failed(line, id, &format!("store unavailable: {e}")))
-                }
-                Err(e) => answer_json(&Answer::failed(line, id, &format!("internal error: {e}"))),
-            },
-        };
-        if broken {
-            continue;
-        }
-        out.extend_from_slice(&answer);
-        out.push(b'\n');
-        if pending.is_empty() || out.len() >= WRITE_BATCH_BYTES {
-            if let Err(e) = write_bounded(&mut writer, &out, shutdown).await {
-                debug!(component = %shared.settings.component, error = %e, "Writing answers failed.");
-                broken = true;
             }
-            out.clear();
+        };
+        let answer = match next {
+            Pending::Rejected { line, error } => answer_json(&Answer::rejected(line, &error)),
+            Pending::Event { line, id, commit } => {
+                if !commit.is_finished() {
+                    out.flush(shared, shutdown).await;
+                }
+                match commit.await {
+                    Ok(Ok(acc)) => {
+                        store_ok(shared);
+                        answer_json(&Answer::accepted(line, &acc))
+                    }
+                    Ok(Err(e)) => {
+                        store_failed(shared, &e);
+                        answer_json(&Answer::failed(
+                            line,
+                            id,
+                            &format!("store unavailable: {e}"),
+                        ))
+                    }
+                    Err(e) => {
+                        answer_json(&Answer::failed(line, id, &format!("internal error: {e}")))
+                    }
+                }
+            }
+        };
+        out.push(&answer);
+        if out.buf.len() >= WRITE_BATCH_BYTES {
+            out.flush(shared, shutdown).await;
         }
     }
-    if !broken {
-        if let Err(e) = writer.shutdown().await {
-            debug!(component = %shared.settings.component, error = %e, "Closing the connection failed.");
+    out.flush(shared, shutdown).await;
+    if !out.broken
+        && let Err(e) = out.writer.shutdown().await
+    {
+        debug!(component = %shared.settings.component, error = %e, "Closing the connection failed.");
+    }
+}
+
+/// The answer side of a connection.
+struct Output<W> {
+    writer: W,
+    /// Answers collected but not yet written.
+    buf: Vec<u8>,
+    /// A write failed: the producer is gone. Answers are still produced (so every commit is
+    /// awaited) but dropped.
+    broken: bool,
+}
+
+impl<W: AsyncWrite + Unpin> Output<W> {
+    fn push(&mut self, answer: &[u8]) {
+        if !self.broken {
+            self.buf.extend_from_slice(answer);
+            self.buf.push(b'\n');
         }
+    }
+
+    async fn flush<E>(&mut self, shared: &Shared<E>, shutdown: &Shutdown) {
+        if self.broken || self.buf.is_empty() {
+            return;
+        }
+        if let Err(e) = write_bounded(&mut self.writer, &self.buf, shutdown).await {
+            debug!(component = %shared.settings.component, error = %e, "Writing answers failed.");
+            self.broken = true;
+        }
+        self.buf.clear();
     }
 }
 
 /// `write_all`, abandoned [`SHUTDOWN_WRITE_GRACE`] after shutdown began.
-async fn write_bounded<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8], shutdown: &Shutdown) -> io::Result<()> {
+async fn write_bounded<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    shutdown: &Shutdown,
+) -> io::Result<()> {
     let write = w.write_all(buf);
     let give_up = async {
         shutdown.recv().await;
@@ -629,7 +729,9 @@ async fn write_bounded<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8], shutdown: &
 
 fn store_ok<E>(shared: &Shared<E>) {
     if shared.store_degraded.swap(false, Ordering::Relaxed) {
-        shared.health.set(&shared.settings.component, HealthState::Ok, None, now_ms());
+        shared
+            .health
+            .set(&shared.settings.component, HealthState::Ok, None, now_ms());
     }
 }
 
@@ -671,22 +773,37 @@ impl<'a> Answer<'a> {
         }
     }
     fn failed(line: u64, id: Uuid, error: &'a str) -> Self {
-        Answer { ok: false, line, id: Some(id), sequence: None, duplicate: None, error: Some(error) }
+        Answer {
+            ok: false,
+            line,
+            id: Some(id),
+            sequence: None,
+            duplicate: None,
+            error: Some(error),
+        }
     }
     fn rejected(line: u64, error: &'a str) -> Self {
-        Answer { ok: false, line, id: None, sequence: None, duplicate: None, error: Some(error) }
+        Answer {
+            ok: false,
+            line,
+            id: None,
+            sequence: None,
+            duplicate: None,
+            error: Some(error),
+        }
     }
 }
 
 fn answer_json(a: &Answer<'_>) -> Vec<u8> {
     // Serializing this struct of plain fields into a Vec cannot fail; the fallback keeps the
     // one-answer-per-line contract anyway.
-    serde_json::to_vec(a).unwrap_or_else(|_| format!(r#"{{"ok":false,"line":{}}}"#, a.line).into_bytes())
+    serde_json::to_vec(a)
+        .unwrap_or_else(|_| format!(r#"{{"ok":false,"line":{}}}"#, a.line).into_bytes())
 }
 
 /// Wall-clock UTC milliseconds.
 fn now_ms() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| Timestamp::try_from(d.as_millis()).unwrap_or(Timestamp::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        Timestamp::try_from(d.as_millis()).unwrap_or(Timestamp::MAX)
+    })
 }

@@ -139,7 +139,10 @@ pub fn spawn_all(
     ctx: &SourceContext,
     shutdown: &Shutdown,
 ) -> Result<JoinSet<SourceExit>, SourceError> {
-    let built = sources.iter().map(Built::build).collect::<Result<Vec<_>, _>>()?;
+    let built = sources
+        .iter()
+        .map(Built::build)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut set = JoinSet::new();
     for source in built {
         match source {

@@ -205,7 +205,10 @@ impl Store {
             return Err(StoreError::Closed);
         }
         if let Some(known) = st.known.get(&ev.id) {
-            return Ok(Accepted { duplicate: true, ..*known });
+            return Ok(Accepted {
+                duplicate: true,
+                ..*known
+            });
         }
         let sequence = st.next_sequence;
         let doc = CloudEvent {
@@ -231,7 +234,11 @@ impl Store {
             created_ms: ev.time_ms,
             readings: 0,
         });
-        let accepted = Accepted { id: ev.id, sequence, duplicate: false };
+        let accepted = Accepted {
+            id: ev.id,
+            sequence,
+            duplicate: false,
+        };
         st.known.insert(ev.id, accepted);
         drop(st);
         self.committed.notify_one();
@@ -271,19 +278,28 @@ impl Store {
         if st.closed {
             return Err(StoreError::Closed);
         }
-        let alert = st.rows.iter().filter(|r| r.lane == Lane::Alert && r.row_id > f.after.alert);
-        let milestone =
-            st.rows.iter().filter(|r| r.lane == Lane::Milestone && r.row_id > f.after.milestone);
+        let alert = st
+            .rows
+            .iter()
+            .filter(|r| r.lane == Lane::Alert && r.row_id > f.after.alert);
+        let milestone = st
+            .rows
+            .iter()
+            .filter(|r| r.lane == Lane::Milestone && r.row_id > f.after.milestone);
         let live = st.rows.iter().filter(|r| {
             r.lane == Lane::Telemetry && r.created_ms >= f.live_since_ms && r.row_id > f.after.live
         });
         let backlog = st.rows.iter().filter(|r| {
-            r.lane == Lane::Telemetry && r.created_ms < f.live_since_ms && r.row_id > f.after.backlog
+            r.lane == Lane::Telemetry
+                && r.created_ms < f.live_since_ms
+                && r.row_id > f.after.backlog
         });
         let mut out = Vec::new();
         let mut bytes = 0;
         for row in alert.chain(milestone).chain(live).chain(backlog) {
-            if !out.is_empty() && (out.len() >= f.max_rows || bytes + row.payload.len() > f.max_bytes) {
+            if !out.is_empty()
+                && (out.len() >= f.max_rows || bytes + row.payload.len() > f.max_bytes)
+            {
                 break;
             }
             bytes += row.payload.len();

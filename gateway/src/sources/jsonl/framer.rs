@@ -144,11 +144,22 @@ impl LineFramer {
                 self.scanned = self.start;
                 self.line_no += 1;
                 if let Some((seen, last_cr)) = self.discarding.take() {
-                    let cr = if lf > begin { self.buf[lf - 1] == b'\r' } else { last_cr };
+                    let cr = if lf > begin {
+                        self.buf[lf - 1] == b'\r'
+                    } else {
+                        last_cr
+                    };
                     let len = seen + (lf - begin) - usize::from(cr);
-                    return Some(Span::TooLong { number: self.line_no, len });
+                    return Some(Span::TooLong {
+                        number: self.line_no,
+                        len,
+                    });
                 }
-                Some(Span::Line { number: self.line_no, begin, end: lf })
+                Some(Span::Line {
+                    number: self.line_no,
+                    begin,
+                    end: lf,
+                })
             }
             None => {
                 self.scanned = self.end;
@@ -164,10 +175,17 @@ impl LineFramer {
         if let Some((seen, last_cr)) = self.discarding.take() {
             self.line_no += 1;
             let pending = self.end - self.start;
-            let cr = if pending > 0 { self.buf[self.end - 1] == b'\r' } else { last_cr };
+            let cr = if pending > 0 {
+                self.buf[self.end - 1] == b'\r'
+            } else {
+                last_cr
+            };
             self.start = self.end;
             self.scanned = self.end;
-            return Some(Span::TooLong { number: self.line_no, len: seen + pending - usize::from(cr) });
+            return Some(Span::TooLong {
+                number: self.line_no,
+                len: seen + pending - usize::from(cr),
+            });
         }
         if self.start == self.end {
             return None;
@@ -176,14 +194,22 @@ impl LineFramer {
         let (begin, end) = (self.start, self.end);
         self.start = end;
         self.scanned = end;
-        Some(Span::Line { number: self.line_no, begin, end })
+        Some(Span::Line {
+            number: self.line_no,
+            begin,
+            end,
+        })
     }
 
     /// Drops the pending bytes of an overlong line, remembering their count.
     fn start_discarding(&mut self) {
         let pending = self.end - self.start;
         let (seen, last_cr) = self.discarding.unwrap_or((0, false));
-        let last_cr = if pending > 0 { self.buf[self.end - 1] == b'\r' } else { last_cr };
+        let last_cr = if pending > 0 {
+            self.buf[self.end - 1] == b'\r'
+        } else {
+            last_cr
+        };
         self.discarding = Some((seen + pending, last_cr));
         self.start = 0;
         self.end = 0;
@@ -201,7 +227,10 @@ impl LineFramer {
             bytes = rest;
         }
         if bytes.len() > self.max_line {
-            Frame::TooLong { number, len: bytes.len() }
+            Frame::TooLong {
+                number,
+                len: bytes.len(),
+            }
         } else {
             Frame::Line { number, bytes }
         }
@@ -211,8 +240,15 @@ impl LineFramer {
 /// A frame by position, so the buffer is not borrowed while deciding what comes next.
 #[derive(Debug, Clone, Copy)]
 enum Span {
-    Line { number: u64, begin: usize, end: usize },
-    TooLong { number: u64, len: usize },
+    Line {
+        number: u64,
+        begin: usize,
+        end: usize,
+    },
+    TooLong {
+        number: u64,
+        len: usize,
+    },
 }
 
 fn find_lf(bytes: &[u8]) -> Option<usize> {
@@ -274,7 +310,11 @@ mod tests {
         for (i, p) in parts.into_iter().enumerate() {
             let p = p.strip_suffix(b"\r").unwrap_or(p);
             let n = i as u64 + 1;
-            out.push(if p.len() > max_line { Owned::TooLong(n, p.len()) } else { Owned::Line(n, p.to_vec()) });
+            out.push(if p.len() > max_line {
+                Owned::TooLong(n, p.len())
+            } else {
+                Owned::Line(n, p.to_vec())
+            });
         }
         out
     }
@@ -316,7 +356,13 @@ mod tests {
         let mut input = vec![b'a'; 5_000_000];
         input.extend_from_slice(b"\r\n{\"ok\":1}\n");
         let (frames, max_cap) = run(max_line, &input, &[65536, 7, 300_000]);
-        assert_eq!(frames, vec![Owned::TooLong(1, 5_000_000), Owned::Line(2, b"{\"ok\":1}".to_vec())]);
+        assert_eq!(
+            frames,
+            vec![
+                Owned::TooLong(1, 5_000_000),
+                Owned::Line(2, b"{\"ok\":1}".to_vec())
+            ]
+        );
         assert!(max_cap <= max_line + 2, "buffer grew to {max_cap}");
     }
 
@@ -339,7 +385,13 @@ mod tests {
         input.extend_from_slice(b"\nok\n");
         // The first read fills the buffer and ends right after the CR; the LF comes next.
         let (frames, _) = run(max_line, &input, &[MIN_BUFFER, 100]);
-        assert_eq!(frames, vec![Owned::TooLong(1, MIN_BUFFER - 1), Owned::Line(2, b"ok".to_vec())]);
+        assert_eq!(
+            frames,
+            vec![
+                Owned::TooLong(1, MIN_BUFFER - 1),
+                Owned::Line(2, b"ok".to_vec())
+            ]
+        );
     }
 
     #[test]

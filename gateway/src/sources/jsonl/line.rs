@@ -77,17 +77,31 @@ pub fn parse_line(line: &[u8], source: &str, received_ms: Timestamp) -> Result<P
         return Ok(Parsed::Blank);
     }
     let mut de = serde_json::Deserializer::from_slice(line);
-    let fields = (&mut de).deserialize_map(LineVisitor).map_err(|e| LineError::from_json(&e))?;
+    let fields = (&mut de)
+        .deserialize_map(LineVisitor)
+        .map_err(|e| LineError::from_json(&e))?;
     de.end().map_err(|e| LineError::from_json(&e))?;
     Ok(match fields {
-        Line::Reading { signal, value, unit, time } => Parsed::Reading(Reading {
+        Line::Reading {
+            signal,
+            value,
+            unit,
+            time,
+        } => Parsed::Reading(Reading {
             signal: signal.into_owned(),
             value,
             unit: unit.map(Cow::into_owned).unwrap_or_default(),
             time: time.unwrap_or(received_ms),
             source: source.to_owned(),
         }),
-        Line::Event { type_, data, id, time, subject, lane } => Parsed::Event(NewEvent {
+        Line::Event {
+            type_,
+            data,
+            id,
+            time,
+            subject,
+            lane,
+        } => Parsed::Event(NewEvent {
             id: id.unwrap_or_else(Uuid::now_v7),
             type_: type_.into_owned(),
             time_ms: time.unwrap_or(received_ms),
@@ -100,7 +114,12 @@ pub fn parse_line(line: &[u8], source: &str, received_ms: Timestamp) -> Result<P
 
 /// A checked line, still borrowing from the input.
 enum Line<'a> {
-    Reading { signal: Cow<'a, str>, value: Value, unit: Option<Cow<'a, str>>, time: Option<Timestamp> },
+    Reading {
+        signal: Cow<'a, str>,
+        value: Value,
+        unit: Option<Cow<'a, str>>,
+        time: Option<Timestamp>,
+    },
     Event {
         type_: Cow<'a, str>,
         data: serde_json::Value,
@@ -174,7 +193,9 @@ impl Field {
         match self {
             Field::Kind | Field::Time => true,
             Field::Signal | Field::Value | Field::Unit => kind == Kind::Reading,
-            Field::Type | Field::Data | Field::Id | Field::Subject | Field::Priority => kind == Kind::Event,
+            Field::Type | Field::Data | Field::Id | Field::Subject | Field::Priority => {
+                kind == Kind::Event
+            }
         }
     }
 }
@@ -212,7 +233,10 @@ impl<'de> Visitor<'de> for LineVisitor {
         let mut f = Fields::default();
         while let Some(key) = map.next_key::<Str<'de>>()? {
             let Some(field) = Field::parse(&key.0) else {
-                return Err(de::Error::custom(format_args!("unknown field {}", quote(&key.0))));
+                return Err(de::Error::custom(format_args!(
+                    "unknown field {}",
+                    quote(&key.0)
+                )));
             };
             if f.seen & field.bit() != 0 {
                 return Err(field_error(field, "appears twice"));
@@ -250,7 +274,10 @@ fn next_value<'de, A: MapAccess<'de>, T: de::Deserialize<'de>>(
 /// Checks and stores one field's value. The error text is prefixed with the field by the caller.
 fn read_field<'a>(f: &mut Fields<'a>, field: Field, v: Json<'a>) -> Result<(), String> {
     // Optional fields may be `null`, which is the same as leaving them out.
-    let optional = matches!(field, Field::Unit | Field::Time | Field::Id | Field::Subject | Field::Priority);
+    let optional = matches!(
+        field,
+        Field::Unit | Field::Time | Field::Id | Field::Subject | Field::Priority
+    );
     if optional && matches!(v, Json::Null) {
         return Ok(());
     }
@@ -261,7 +288,10 @@ fn read_field<'a>(f: &mut Fields<'a>, field: Field, v: Json<'a>) -> Result<(), S
                 "reading" => Kind::Reading,
                 "event" => Kind::Event,
                 other => {
-                    return Err(format!("unknown kind {}, expected \"reading\" or \"event\"", quote(other)));
+                    return Err(format!(
+                        "unknown kind {}, expected \"reading\" or \"event\"",
+                        quote(other)
+                    ));
                 }
             });
         }
@@ -276,10 +306,18 @@ fn read_field<'a>(f: &mut Fields<'a>, field: Field, v: Json<'a>) -> Result<(), S
                 Json::Num(_) => return Err("expected a finite number".into()),
                 Json::Bool(b) => Value::Bool(b),
                 Json::Str(s) if s.len() > MAX_TEXT_BYTES => {
-                    return Err(format!("text is {} bytes, the limit is {MAX_TEXT_BYTES}", s.len()));
+                    return Err(format!(
+                        "text is {} bytes, the limit is {MAX_TEXT_BYTES}",
+                        s.len()
+                    ));
                 }
                 Json::Str(s) => Value::Text(s.into_owned()),
-                other => return Err(format!("expected a number, boolean or string, found {}", other.what())),
+                other => {
+                    return Err(format!(
+                        "expected a number, boolean or string, found {}",
+                        other.what()
+                    ));
+                }
             });
         }
         Field::Unit => {
@@ -295,10 +333,16 @@ fn read_field<'a>(f: &mut Fields<'a>, field: Field, v: Json<'a>) -> Result<(), S
         Field::Time => {
             let s = expect_str(v, "an RFC 3339 time string")?;
             let ms = parse_rfc3339_ms(&s).map_err(|_| {
-                format!("expected an RFC 3339 time like \"2026-11-23T07:52:50.123Z\", found {}", quote(&s))
+                format!(
+                    "expected an RFC 3339 time like \"2026-11-23T07:52:50.123Z\", found {}",
+                    quote(&s)
+                )
             })?;
             if ms < EARLIEST_VALID_MS {
-                return Err(format!("{} is before 2020-01-01T00:00:00Z (leave `time` out if the clock is not set)", quote(&s)));
+                return Err(format!(
+                    "{} is before 2020-01-01T00:00:00Z (leave `time` out if the clock is not set)",
+                    quote(&s)
+                ));
             }
             f.time = Some(ms);
         }
@@ -309,16 +353,23 @@ fn read_field<'a>(f: &mut Fields<'a>, field: Field, v: Json<'a>) -> Result<(), S
         }
         Field::Id => {
             let s = expect_str(v, "a UUIDv7 string")?;
-            let id = Uuid::try_parse(&s).map_err(|_| format!("expected a UUIDv7, found {}", quote(&s)))?;
+            let id = Uuid::try_parse(&s)
+                .map_err(|_| format!("expected a UUIDv7, found {}", quote(&s)))?;
             if id.get_version_num() != 7 || id.get_variant() != uuid::Variant::RFC4122 {
-                return Err(format!("expected a UUIDv7, found a version {} UUID", id.get_version_num()));
+                return Err(format!(
+                    "expected a UUIDv7, found a version {} UUID",
+                    id.get_version_num()
+                ));
             }
             f.id = Some(id);
         }
         Field::Subject => {
             let s = expect_str(v, "a string")?;
             if s.is_empty() || s.len() > MAX_SUBJECT_BYTES {
-                return Err(format!("{} bytes, expected 1 to {MAX_SUBJECT_BYTES}", s.len()));
+                return Err(format!(
+                    "{} bytes, expected 1 to {MAX_SUBJECT_BYTES}",
+                    s.len()
+                ));
             }
             if s.chars().any(char::is_control) {
                 return Err("contains a control character".into());
@@ -331,7 +382,10 @@ fn read_field<'a>(f: &mut Fields<'a>, field: Field, v: Json<'a>) -> Result<(), S
                 "alert" => Lane::Alert,
                 "milestone" => Lane::Milestone,
                 other => {
-                    return Err(format!("unknown priority {}, expected \"alert\" or \"milestone\"", quote(other)));
+                    return Err(format!(
+                        "unknown priority {}, expected \"alert\" or \"milestone\"",
+                        quote(other)
+                    ));
                 }
             });
         }
@@ -344,21 +398,42 @@ fn read_field<'a>(f: &mut Fields<'a>, field: Field, v: Json<'a>) -> Result<(), S
 /// Cross-field checks once the object is complete.
 fn finish<'a, E: de::Error>(f: Fields<'a>) -> Result<Line<'a>, E> {
     let Some(kind) = f.kind else {
-        return Err(field_error(Field::Kind, "missing, expected \"reading\" or \"event\""));
+        return Err(field_error(
+            Field::Kind,
+            "missing, expected \"reading\" or \"event\"",
+        ));
     };
-    if let Some(field) = Field::ALL.into_iter().find(|x| f.seen & x.bit() != 0 && !x.allowed_in(kind)) {
-        let what = if kind == Kind::Reading { "a reading" } else { "an event" };
+    if let Some(field) = Field::ALL
+        .into_iter()
+        .find(|x| f.seen & x.bit() != 0 && !x.allowed_in(kind))
+    {
+        let what = if kind == Kind::Reading {
+            "a reading"
+        } else {
+            "an event"
+        };
         return Err(field_error(field, format_args!("not allowed in {what}")));
     }
     match kind {
         Kind::Reading => {
-            let signal = f.signal.ok_or_else(|| field_error(Field::Signal, "missing"))?;
-            let value = f.value.ok_or_else(|| field_error(Field::Value, "missing"))?;
-            Ok(Line::Reading { signal, value, unit: f.unit, time: f.time })
+            let signal = f
+                .signal
+                .ok_or_else(|| field_error(Field::Signal, "missing"))?;
+            let value = f
+                .value
+                .ok_or_else(|| field_error(Field::Value, "missing"))?;
+            Ok(Line::Reading {
+                signal,
+                value,
+                unit: f.unit,
+                time: f.time,
+            })
         }
         Kind::Event => {
             let type_ = f.type_.ok_or_else(|| field_error(Field::Type, "missing"))?;
-            let data = f.data.ok_or_else(|| field_error(Field::Data, "missing, expected an object"))?;
+            let data = f
+                .data
+                .ok_or_else(|| field_error(Field::Data, "missing, expected an object"))?;
             Ok(Line::Event {
                 type_,
                 data,
@@ -381,10 +456,15 @@ fn expect_str<'a>(v: Json<'a>, expected: &str) -> Result<Cow<'a, str>, String> {
 /// `signal`: 1 to 128 bytes of printable ASCII without spaces (`!` to `~`).
 fn check_signal(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > MAX_SIGNAL_BYTES {
-        return Err(format!("{} bytes, expected 1 to {MAX_SIGNAL_BYTES}", s.len()));
+        return Err(format!(
+            "{} bytes, expected 1 to {MAX_SIGNAL_BYTES}",
+            s.len()
+        ));
     }
     if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(format!("character {c:?} is not printable ASCII (`!` to `~`)"));
+        return Err(format!(
+            "character {c:?} is not printable ASCII (`!` to `~`)"
+        ));
     }
     Ok(())
 }
@@ -395,13 +475,19 @@ fn check_type(s: &str) -> Result<(), String> {
         return Err(format!("{} bytes, the limit is {MAX_TYPE_BYTES}", s.len()));
     }
     let mut segments = s.split('.');
-    let first_ok = segments
-        .next()
-        .is_some_and(|seg| !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    let first_ok = segments.next().is_some_and(|seg| {
+        !seg.is_empty()
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    });
     let mut rest = 0;
     let rest_ok = segments.all(|seg| {
         rest += 1;
-        !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        !seg.is_empty()
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     });
     if first_ok && rest_ok && rest >= 1 {
         Ok(())
@@ -421,7 +507,10 @@ fn check_data(data: &serde_json::Value) -> Result<(), String> {
     let mut counter = ByteCounter(0);
     serde_json::to_writer(&mut counter, data).map_err(|e| format!("cannot be serialized: {e}"))?;
     if counter.0 > MAX_DATA_BYTES {
-        return Err(format!("{} bytes serialized, the limit is {MAX_DATA_BYTES}", counter.0));
+        return Err(format!(
+            "{} bytes serialized, the limit is {MAX_DATA_BYTES}",
+            counter.0
+        ));
     }
     Ok(())
 }
@@ -452,7 +541,9 @@ impl std::io::Write for ByteCounter {
 
 /// Drops serde_json's " at line L column C" suffix (the caller reports the column itself).
 fn strip_position(msg: &str) -> &str {
-    let Some(i) = msg.rfind(" at line ") else { return msg };
+    let Some(i) = msg.rfind(" at line ") else {
+        return msg;
+    };
     let tail = &msg[i + " at line ".len()..];
     let mut parts = tail.splitn(2, " column ");
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());

@@ -26,16 +26,26 @@ impl RateLimiter {
     /// `0` means no limit.
     pub fn new(lines_per_s: u32) -> Self {
         if lines_per_s == 0 {
-            return Self { interval: None, tolerance: Duration::ZERO, tat: None };
+            return Self {
+                interval: None,
+                tolerance: Duration::ZERO,
+                tat: None,
+            };
         }
         let interval = Duration::from_secs(1) / lines_per_s;
-        Self { interval: Some(interval), tolerance: interval * (lines_per_s - 1), tat: None }
+        Self {
+            interval: Some(interval),
+            tolerance: interval * (lines_per_s - 1),
+            tat: None,
+        }
     }
 
     /// Takes one line at `now`: `Ok(())` if it may be processed now, `Err(at)` if not before
     /// `at` (nothing is taken then; ask again at or after `at`).
     pub fn check(&mut self, now: Instant) -> Result<(), Instant> {
-        let Some(interval) = self.interval else { return Ok(()) };
+        let Some(interval) = self.interval else {
+            return Ok(());
+        };
         let tat = self.tat.map_or(now, |t| t.max(now));
         let earliest = tat.checked_sub(self.tolerance).unwrap_or(now);
         if earliest > now {
@@ -104,7 +114,10 @@ mod tests {
             }
         }
         let elapsed_s = (now - t0).as_secs_f64();
-        assert!(admitted as f64 <= f64::from(rate) * elapsed_s + f64::from(rate) + 1.0, "{admitted}");
+        assert!(
+            admitted as f64 <= f64::from(rate) * elapsed_s + f64::from(rate) + 1.0,
+            "{admitted}"
+        );
         assert!(admitted as f64 >= f64::from(rate) * elapsed_s, "{admitted}");
     }
 
