@@ -17,9 +17,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::gateway::free_port;
-use support::mosquitto::{Mosquitto, MosquittoOpts};
-use support::subscriber::Subscriber;
+use support::{Gate, Mosquitto, MosquittoOptions, Subscriber, free_port};
 use waymark_wire::topics::{self, Stream};
 
 const SIGNALS: [&str; 10] = [
@@ -103,17 +101,29 @@ tcp_listen = "{jsonl}"
         assert!(Instant::now() < deadline, "waymark did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Run { child, time_log, jsonl, _dir: dir }
+    Run {
+        child,
+        time_log,
+        jsonl,
+        _dir: dir,
+    }
 }
 
 /// (cpu seconds, peak RSS kB) from `/usr/bin/time -v` after the process exits.
 fn stop(mut run: Run) -> (f64, u64) {
-    let _ = Command::new("kill").arg("-TERM").arg(run.child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(run.child.id().to_string())
+        .status();
     let _ = run.child.wait();
     let text = std::fs::read_to_string(&run.time_log).unwrap_or_default();
     let field = |name: &str| -> f64 {
         text.lines()
-            .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().parse::<f64>().unwrap_or(0.0)))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix(name)
+                    .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
+            })
             .unwrap_or(0.0)
     };
     (
@@ -128,7 +138,8 @@ fn push(addr: std::net::SocketAddr, n: u64) {
         .unwrap()
         .as_millis() as i64
         - (n as i64 / 10) * 100;
-    let mut s = std::io::BufWriter::with_capacity(256 * 1024, std::net::TcpStream::connect(addr).unwrap());
+    let mut s =
+        std::io::BufWriter::with_capacity(256 * 1024, std::net::TcpStream::connect(addr).unwrap());
     for i in 0..n {
         s.write_all(line(i, base).as_bytes()).unwrap();
     }
@@ -137,8 +148,10 @@ fn push(addr: std::net::SocketAddr, n: u64) {
 
 fn received(sub: &Subscriber, counted: &mut usize, total: &mut u64) -> u64 {
     let msgs = sub.messages();
-    for (_, p) in &msgs[*counted..] {
-        *total += waymark_wire::telemetry::decode(p).map(|r| r.len() as u64).unwrap_or(0);
+    for m in &msgs[*counted..] {
+        *total += waymark_wire::telemetry::decode(&m.payload)
+            .map(|r| r.len() as u64)
+            .unwrap_or(0);
     }
     *counted = msgs.len();
     *total
@@ -148,20 +161,36 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` probe
     }
-    let n: u64 = std::env::var("WAYMARK_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("WAYMARK_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let sample = line(12345, 0);
-    println!("e2e_throughput: {n} readings of {} bytes over loopback TCP -> waymark -> mosquitto", sample.len());
+    println!(
+        "e2e_throughput: {n} readings of {} bytes over loopback TCP -> waymark -> mosquitto",
+        sample.len()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let broker = rt.block_on(Mosquitto::start(MosquittoOptions::default()));
+    let filter = topics::all_vehicles_filter("waymark", Stream::Telemetry);
 
     // Phase 1: online.
-    let broker = Mosquitto::start(MosquittoOpts::default());
-    let sub = Subscriber::start(broker.port(), &topics::all_vehicles_filter("waymark", Stream::Telemetry));
+    let sub = rt.block_on(Subscriber::connect(broker.port(), &filter));
     let run = start_gateway(broker.port());
     let began = Instant::now();
     let addr = run.jsonl;
     let producer = std::thread::spawn(move || push(addr, n));
     let (mut counted, mut total) = (0, 0);
     while received(&sub, &mut counted, &mut total) < n {
-        assert!(began.elapsed() < Duration::from_secs(900), "only {total} of {n} arrived");
+        assert!(
+            began.elapsed() < Duration::from_secs(900),
+            "only {total} of {n} arrived"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let elapsed = began.elapsed();
@@ -177,26 +206,29 @@ fn main() {
     );
     drop(sub);
 
-    // Phase 2: backlog drain after an outage.
-    let mut broker = broker;
-    let port = broker.port();
-    broker.stop();
-    let run = start_gateway(port);
+    // Phase 2: backlog drain after an outage. The gateway reaches the broker through a gate
+    // that stays closed while the backlog builds up.
+    let gate = rt.block_on(Gate::start(broker.port()));
+    gate.close();
+    let sub = rt.block_on(Subscriber::connect(broker.port(), &filter));
+    let run = start_gateway(gate.port());
     push(run.jsonl, n);
     // Wait until everything is committed: the batch window plus commit time.
-    std::thread::sleep(Duration::from_millis(2500));
-    broker.start_again(false);
-    let sub = Subscriber::start(port, &topics::all_vehicles_filter("waymark", Stream::Telemetry));
+    std::thread::sleep(Duration::from_millis(3000));
     let began = Instant::now();
+    gate.open();
     let (mut counted, mut total) = (0, 0);
     while received(&sub, &mut counted, &mut total) < n {
-        assert!(began.elapsed() < Duration::from_secs(900), "only {total} of {n} drained");
+        assert!(
+            began.elapsed() < Duration::from_secs(900),
+            "only {total} of {n} drained"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let elapsed = began.elapsed();
     let (cpu, rss) = stop(run);
     println!(
-        "drain:   {n} backlog records in {:.2} s = {:.0} records/s after the broker came back; whole run CPU {:.1} s, peak RSS {:.1} MB",
+        "drain:   {n} backlog records in {:.2} s = {:.0} records/s after the link came back; whole run CPU {:.1} s, peak RSS {:.1} MB",
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
         cpu,

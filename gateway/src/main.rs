@@ -37,7 +37,12 @@ enum Command {
     /// Run the gateway daemon.
     Run {
         /// Configuration file.
-        #[arg(long, short, default_value = "/etc/waymark/waymark.toml", env = "WAYMARK_CONFIG")]
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/waymark/waymark.toml",
+            env = "WAYMARK_CONFIG"
+        )]
         config: PathBuf,
     },
     /// Check a configuration file; prints the first error with its key and line, exit code 2.
@@ -48,7 +53,12 @@ enum Command {
     /// Show the store's backlog, counters and last PUBACK (works while the daemon runs).
     Status {
         /// Configuration file (to find the store).
-        #[arg(long, short, default_value = "/etc/waymark/waymark.toml", env = "WAYMARK_CONFIG")]
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/waymark/waymark.toml",
+            env = "WAYMARK_CONFIG"
+        )]
         config: PathBuf,
         /// Read this store file instead of the one named in the configuration.
         #[arg(long)]
@@ -104,7 +114,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { config, store, json } => {
+        Command::Status {
+            config,
+            store,
+            json,
+        } => {
             let path = match store {
                 Some(p) => p,
                 None => match Config::load(&config) {
@@ -133,7 +147,9 @@ fn init_tracing(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -89,13 +89,20 @@ pub async fn run_with(
     )?;
     let uplink_task = tokio::spawn(uplink.run(uplink_stop.subscribe()));
 
-    let ctx = SourceContext { readings: readings_tx, store: store.clone(), health: health.clone() };
+    let ctx = SourceContext {
+        readings: readings_tx,
+        store: store.clone(),
+        health: health.clone(),
+    };
     let mut sources = sources::spawn_all(&config.sources, &ctx, &shutdown)?;
     // Only the sources hold the pipeline's sender from here on.
     drop(ctx);
 
     info!(vehicle = %config.vehicle_id, sources = config.sources.len(), "Waymark gateway started.");
-    started(Running { store: store.clone(), health: health.clone() });
+    started(Running {
+        store: store.clone(),
+        health: health.clone(),
+    });
 
     shutdown.recv().await;
     info!("Shutting down: stopping sources.");
@@ -128,8 +135,10 @@ pub async fn run_with(
 /// Fires `trigger` on SIGTERM or SIGINT.
 pub async fn signal_shutdown(trigger: Trigger) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         error!("Cannot install signal handlers; stop with SIGKILL only.");
         return;
     };

@@ -66,9 +66,21 @@ fn human_age(age_s: Option<f64>) -> String {
 pub fn table(path: &Path, stats: &StoreStats, now_ms: i64) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "store      {}  ({} bytes on disk)", path.display(), stats.db_file_bytes);
-    let _ = writeln!(out, "\nlane        rows       bytes    readings  oldest unsent");
-    for (name, l) in [("alert", &stats.alert), ("milestone", &stats.milestone), ("telemetry", &stats.telemetry)] {
+    let _ = writeln!(
+        out,
+        "store      {}  ({} bytes on disk)",
+        path.display(),
+        stats.db_file_bytes
+    );
+    let _ = writeln!(
+        out,
+        "\nlane        rows       bytes    readings  oldest unsent"
+    );
+    for (name, l) in [
+        ("alert", &stats.alert),
+        ("milestone", &stats.milestone),
+        ("telemetry", &stats.telemetry),
+    ] {
         let _ = writeln!(
             out,
             "{name:<10} {:>5} {:>11} {:>11}  {}",
@@ -88,7 +100,11 @@ pub fn table(path: &Path, stats: &StoreStats, now_ms: i64) -> String {
         out,
         "last PUBACK {}",
         match stats.last_puback_ms {
-            Some(t) => format!("{} ({} ago)", format_rfc3339_ms(t), human_age(Some(age_s(now_ms, t)))),
+            Some(t) => format!(
+                "{} ({} ago)",
+                format_rfc3339_ms(t),
+                human_age(Some(age_s(now_ms, t)))
+            ),
             None => "never".to_string(),
         }
     );

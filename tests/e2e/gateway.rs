@@ -15,7 +15,10 @@ use crate::support::{Gate, Message, Mosquitto, MosquittoOptions, Subscriber};
 const VEHICLE: &str = "TRUCK-E2E";
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// What the broker delivered, decoded.
@@ -34,7 +37,11 @@ struct Delivered {
 /// A runtime for the async harness (broker, gate, subscriber); the test body stays
 /// synchronous because the gateway is a child process driven over blocking sockets.
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// A broker, a gate in front of it for the gateway, and a subscriber on every topic of the
@@ -51,8 +58,16 @@ impl Net {
         let rt = rt();
         let broker = rt.block_on(Mosquitto::start(MosquittoOptions::default()));
         let gate = rt.block_on(Gate::start(broker.port()));
-        let sub = rt.block_on(Subscriber::connect(broker.port(), &format!("waymark/v1/vehicles/{VEHICLE}/+")));
-        Self { rt, broker, gate, sub }
+        let sub = rt.block_on(Subscriber::connect(
+            broker.port(),
+            &format!("waymark/v1/vehicles/{VEHICLE}/+"),
+        ));
+        Self {
+            rt,
+            broker,
+            gate,
+            sub,
+        }
     }
 }
 
@@ -64,7 +79,11 @@ fn decode_all(sub: &Subscriber) -> Delivered {
                 assert_eq!(v, VEHICLE);
                 let ev = waymark_wire::CloudEvent::from_json(&payload).expect("event decodes");
                 let seq = ev.sequence_number().unwrap();
-                d.order.push(if ev.type_.starts_with("test.alert") { 'A' } else { 'M' });
+                d.order.push(if ev.type_.starts_with("test.alert") {
+                    'A'
+                } else {
+                    'M'
+                });
                 d.event_copies += 1;
                 d.events.entry(ev.id).or_insert((seq, ev.type_.clone(), i));
             }
@@ -73,7 +92,8 @@ fn decode_all(sub: &Subscriber) -> Delivered {
                 d.order.push('T');
                 for r in readings {
                     d.reading_copies += 1;
-                    d.readings.insert((r.signal, r.time, r.value.as_f64().unwrap().to_bits()));
+                    d.readings
+                        .insert((r.signal, r.time, r.value.as_f64().unwrap().to_bits()));
                 }
             }
             _ => {}
@@ -92,7 +112,9 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 fn backlog_rows(gw: &Gateway) -> u64 {
     let s = gw.status_json();
-    s["backlog"]["total_rows"].as_u64().expect("status has backlog.total_rows")
+    s["backlog"]["total_rows"]
+        .as_u64()
+        .expect("status has backlog.total_rows")
 }
 
 #[test]
@@ -104,7 +126,8 @@ fn online_path_delivers_everything_once_and_decodes() {
     let (n_events, n_readings) = (100u64, 4000i64);
     let mut acked = Vec::new();
     for i in 0..n_readings {
-        c.reading(&format!("Test.Signal{}", i % 5), i as f64, t0 + i).unwrap();
+        c.reading(&format!("Test.Signal{}", i % 5), i as f64, t0 + i)
+            .unwrap();
         if i % 40 == 0 {
             let id = Uuid::now_v7();
             let a = c.event(id, "test.milestone.reached", i as u64).unwrap();
@@ -120,15 +143,27 @@ fn online_path_delivers_everything_once_and_decodes() {
     });
     let d = decode_all(&net.sub);
     assert_eq!(d.events.len() as u64, n_events);
-    assert_eq!(d.event_copies as u64, n_events, "no duplicates on a healthy link");
+    assert_eq!(
+        d.event_copies as u64, n_events,
+        "no duplicates on a healthy link"
+    );
     for (id, seq) in &acked {
-        assert_eq!(d.events[id].0, *seq, "broker copy carries the acked sequence");
+        assert_eq!(
+            d.events[id].0, *seq,
+            "broker copy carries the acked sequence"
+        );
     }
     let seqs: Vec<u64> = acked.iter().map(|a| a.1).collect();
-    assert_eq!(seqs, (seqs[0]..seqs[0] + n_events).collect::<Vec<_>>(), "gap-free");
+    assert_eq!(
+        seqs,
+        (seqs[0]..seqs[0] + n_events).collect::<Vec<_>>(),
+        "gap-free"
+    );
     assert_eq!(d.readings.len() as i64, n_readings);
     assert_eq!(d.reading_copies as i64, n_readings);
-    wait_until("empty backlog", Duration::from_secs(10), || backlog_rows(&gw) == 0);
+    wait_until("empty backlog", Duration::from_secs(10), || {
+        backlog_rows(&gw) == 0
+    });
 }
 
 #[test]
@@ -142,7 +177,11 @@ fn backlog_drains_in_lane_order() {
         c.reading("Test.Speed", i as f64, t0 + i).unwrap();
     }
     for i in 0..20 {
-        assert_eq!(c.event(Uuid::now_v7(), "test.milestone.reached", i).unwrap()["ok"], true);
+        assert_eq!(
+            c.event(Uuid::now_v7(), "test.milestone.reached", i)
+                .unwrap()["ok"],
+            true
+        );
     }
     for i in 0..20 {
         let line = format!(
@@ -152,7 +191,10 @@ fn backlog_drains_in_lane_order() {
         assert_eq!(c.answer().unwrap()["ok"], true);
     }
     wait_until("telemetry committed", Duration::from_secs(10), || {
-        status_json(&gw.store)["backlog"]["telemetry"]["rows"].as_u64().unwrap_or(0) > 0
+        status_json(&gw.store)["backlog"]["telemetry"]["rows"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
     });
     net.gate.open();
     wait_until("everything", Duration::from_secs(30), || {
@@ -163,9 +205,18 @@ fn backlog_drains_in_lane_order() {
     let order: String = d.order.iter().collect();
     let first_m = order.find('M').unwrap();
     let first_t = order.find('T').unwrap();
-    assert!(order[..first_m].chars().all(|c| c == 'A'), "alerts first: {order}");
-    assert!(!order[first_m..].contains('A'), "no alert after a milestone: {order}");
-    assert!(!order[first_t..].contains('M'), "milestones before telemetry: {order}");
+    assert!(
+        order[..first_m].chars().all(|c| c == 'A'),
+        "alerts first: {order}"
+    );
+    assert!(
+        !order[first_m..].contains('A'),
+        "no alert after a milestone: {order}"
+    );
+    assert!(
+        !order[first_t..].contains('M'),
+        "milestones before telemetry: {order}"
+    );
 }
 
 /// A producer that keeps sending readings and events until told to stop, recording what the
@@ -177,8 +228,13 @@ struct Producer {
 
 fn produce(gw: &Gateway, for_how_long: Duration, seed: u64, t_base: &mut i64) -> Producer {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut p = Producer { acked: Vec::new(), readings: Vec::new() };
-    let Ok(stream) = std::net::TcpStream::connect(gw.jsonl) else { return p };
+    let mut p = Producer {
+        acked: Vec::new(),
+        readings: Vec::new(),
+    };
+    let Ok(stream) = std::net::TcpStream::connect(gw.jsonl) else {
+        return p;
+    };
     drop(stream);
     let mut c = gw.connect();
     let end = Instant::now() + for_how_long;
@@ -190,7 +246,8 @@ fn produce(gw: &Gateway, for_how_long: Duration, seed: u64, t_base: &mut i64) ->
             if c.reading("Test.Load", v, *t_base).is_err() {
                 return p;
             }
-            p.readings.push(("Test.Load".into(), *t_base, v, Instant::now()));
+            p.readings
+                .push(("Test.Load".into(), *t_base, v, Instant::now()));
         }
         let id = Uuid::now_v7();
         match c.event(id, "test.milestone.reached", *t_base as u64) {
@@ -209,38 +266,56 @@ fn broker_outages_with_and_without_session_lose_nothing() {
     let gw = Gateway::start(&GatewayOpts::new(net.gate.port()));
     let mut t = now_ms();
     let mut all = produce(&gw, Duration::from_millis(800), 1, &mut t);
-    let mut more = |all: &mut Producer, p: Producer| {
+    let more = |all: &mut Producer, p: Producer| {
         all.acked.extend(p.acked);
         all.readings.extend(p.readings);
     };
     // Outage 1: the broker goes away and comes back with its session store.
     net.rt.block_on(net.broker.stop());
-    more(&mut all, produce(&gw, Duration::from_millis(1500), 2, &mut t));
+    more(
+        &mut all,
+        produce(&gw, Duration::from_millis(1500), 2, &mut t),
+    );
     net.gate.close();
     net.rt.block_on(net.broker.start_again(true));
     net.rt.block_on(net.sub.wait_subscribed(2));
     net.gate.open();
-    more(&mut all, produce(&gw, Duration::from_millis(800), 3, &mut t));
+    more(
+        &mut all,
+        produce(&gw, Duration::from_millis(800), 3, &mut t),
+    );
     // Outage 2: killed and restarted WITHOUT its session store: every unacknowledged row
     // must be republished from the gateway's store.
     net.broker.kill();
-    more(&mut all, produce(&gw, Duration::from_millis(1000), 4, &mut t));
+    more(
+        &mut all,
+        produce(&gw, Duration::from_millis(1000), 4, &mut t),
+    );
     net.gate.close();
     net.rt.block_on(net.broker.start_again(false));
     net.rt.block_on(net.sub.wait_subscribed(3));
     net.gate.open();
-    more(&mut all, produce(&gw, Duration::from_millis(800), 5, &mut t));
-    wait_until("backlog drained", Duration::from_secs(60), || backlog_rows(&gw) == 0);
+    more(
+        &mut all,
+        produce(&gw, Duration::from_millis(800), 5, &mut t),
+    );
+    wait_until("backlog drained", Duration::from_secs(60), || {
+        backlog_rows(&gw) == 0
+    });
     wait_until("subscriber caught up", Duration::from_secs(20), || {
         let d = decode_all(&net.sub);
-        all.acked.iter().all(|id| d.events.contains_key(id)) && d.readings.len() >= all.readings.len()
+        all.acked.iter().all(|id| d.events.contains_key(id))
+            && d.readings.len() >= all.readings.len()
     });
     let d = decode_all(&net.sub);
     for id in &all.acked {
         assert!(d.events.contains_key(id), "acked event {id} lost");
     }
     for (s, t, v, _) in &all.readings {
-        assert!(d.readings.contains(&(s.clone(), *t, v.to_bits())), "reading {s}@{t} lost");
+        assert!(
+            d.readings.contains(&(s.clone(), *t, v.to_bits())),
+            "reading {s}@{t} lost"
+        );
     }
     let seqs: BTreeSet<u64> = d.events.values().map(|e| e.0).collect();
     assert_eq!(seqs.len(), d.events.len(), "one sequence per event");
@@ -279,12 +354,16 @@ fn sigkill_at_random_moments_loses_no_acked_event() {
             }
         }
         let conn = rusqlite::Connection::open(&gw.store).unwrap();
-        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(ok, "ok", "round {round}");
         drop(conn);
         gw.spawn();
     }
-    wait_until("backlog drained", Duration::from_secs(60), || backlog_rows(&gw) == 0);
+    wait_until("backlog drained", Duration::from_secs(60), || {
+        backlog_rows(&gw) == 0
+    });
     wait_until("subscriber caught up", Duration::from_secs(20), || {
         let d = decode_all(&net.sub);
         acked.iter().all(|id| d.events.contains_key(id))
@@ -333,17 +412,28 @@ fn quota_drops_oldest_telemetry_never_events() {
             c.reading("Test.Noise", rng.random::<f64>(), t).unwrap();
         }
         let id = Uuid::now_v7();
-        assert_eq!(c.event(id, "test.milestone.reached", i).unwrap()["ok"], true);
+        assert_eq!(
+            c.event(id, "test.milestone.reached", i).unwrap()["ok"],
+            true
+        );
         acked.push(id);
     }
     wait_until("drops counted", Duration::from_secs(30), || {
-        status_json(&gw.store)["counters"]["telemetry_dropped_rows"].as_u64().unwrap_or(0) > 0
+        status_json(&gw.store)["counters"]["telemetry_dropped_rows"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
     });
     let s = gw.status_json();
     assert_eq!(s["backlog"]["milestone"]["rows"].as_u64(), Some(300), "{s}");
-    assert!(s["backlog"]["telemetry"]["bytes"].as_u64().unwrap() <= 1_048_576, "{s}");
+    assert!(
+        s["backlog"]["telemetry"]["bytes"].as_u64().unwrap() <= 1_048_576,
+        "{s}"
+    );
     net.gate.open();
-    wait_until("backlog drained", Duration::from_secs(60), || backlog_rows(&gw) == 0);
+    wait_until("backlog drained", Duration::from_secs(60), || {
+        backlog_rows(&gw) == 0
+    });
     wait_until("every event delivered", Duration::from_secs(20), || {
         let d = decode_all(&net.sub);
         acked.iter().all(|id| d.events.contains_key(id))
@@ -354,21 +444,37 @@ fn quota_drops_oldest_telemetry_never_events() {
 fn corrupt_store_is_set_aside_and_reported() {
     let net = Net::start();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("buffer.db"), b"this is not a SQLite database, it is a bad SD card").unwrap();
+    std::fs::write(
+        dir.path().join("buffer.db"),
+        b"this is not a SQLite database, it is a bad SD card",
+    )
+    .unwrap();
     let mut opts = GatewayOpts::new(net.gate.port());
     opts.store_dir = Some(dir.path().to_path_buf());
     let gw = Gateway::start(&opts);
     wait_until("alert event", Duration::from_secs(20), || {
-        decode_all(&net.sub).events.values().any(|e| e.1 == "waymark.alert.store_corrupted")
+        decode_all(&net.sub)
+            .events
+            .values()
+            .any(|e| e.1 == "waymark.alert.store_corrupted")
     });
     let set_aside: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("buffer.db.corrupt-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("buffer.db.corrupt-")
+        })
         .collect();
     assert_eq!(set_aside.len(), 1, "the bad file is kept for inspection");
     let mut c = gw.connect();
-    assert_eq!(c.event(Uuid::now_v7(), "test.milestone.reached", 1).unwrap()["ok"], true, "fresh store works");
+    assert_eq!(
+        c.event(Uuid::now_v7(), "test.milestone.reached", 1)
+            .unwrap()["ok"],
+        true,
+        "fresh store works"
+    );
 }
 
 #[test]
@@ -379,11 +485,17 @@ fn disk_full_is_survived_and_recovers_when_space_returns() {
         .arg(mnt.path())
         .status()
         .expect("running mount");
-    assert!(mount.success(), "this test mounts a 2 MiB tmpfs and needs root (CI runs as root)");
+    assert!(
+        mount.success(),
+        "this test mounts a 2 MiB tmpfs and needs root (CI runs as root)"
+    );
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _unmount = Unmount(mnt.path().to_path_buf());
@@ -431,13 +543,23 @@ fn disk_full_is_survived_and_recovers_when_space_returns() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(ok_after, "store recovered when space returned:\n{}", gw.log_text());
+    assert!(
+        ok_after,
+        "store recovered when space returned:\n{}",
+        gw.log_text()
+    );
     net.gate.open();
-    wait_until("backlog drained", Duration::from_secs(60), || backlog_rows(&gw) == 0);
-    wait_until("every acked event delivered", Duration::from_secs(20), || {
-        let d = decode_all(&net.sub);
-        acked.iter().all(|id| d.events.contains_key(id))
+    wait_until("backlog drained", Duration::from_secs(60), || {
+        backlog_rows(&gw) == 0
     });
+    wait_until(
+        "every acked event delivered",
+        Duration::from_secs(20),
+        || {
+            let d = decode_all(&net.sub);
+            acked.iter().all(|id| d.events.contains_key(id))
+        },
+    );
     assert_eq!(gw.stop().code(), Some(0), "{}", gw.log_text());
 }
 
@@ -447,25 +569,42 @@ fn malformed_lines_are_answered_and_nothing_accepted_is_lost() {
     let gw = Gateway::start(&GatewayOpts::new(net.gate.port()));
     let mut c = gw.connect();
     let id1 = Uuid::now_v7();
-    assert_eq!(c.event(id1, "test.milestone.reached", 1).unwrap()["ok"], true);
+    assert_eq!(
+        c.event(id1, "test.milestone.reached", 1).unwrap()["ok"],
+        true
+    );
     for (bad, field) in [
         (&b"{not json\n"[..], ""),
-        (b"{\"kind\":\"reading\",\"signal\":\"X\",\"value\":\"nan\",\"unit\":1}\n", "unit"),
+        (
+            b"{\"kind\":\"reading\",\"signal\":\"X\",\"value\":\"nan\",\"unit\":1}\n",
+            "unit",
+        ),
         (b"{\"kind\":\"teleport\"}\n", "kind"),
-        (b"{\"kind\":\"event\",\"type\":\"x.y\",\"data\":[]}\n", "data"),
+        (
+            b"{\"kind\":\"event\",\"type\":\"x.y\",\"data\":[]}\n",
+            "data",
+        ),
     ] {
         c.send_raw(bad).unwrap();
         let a = c.answer().unwrap();
         assert_eq!(a["ok"], false, "{a}");
-        assert!(a["error"].as_str().unwrap().contains(field), "{a} names {field}");
+        assert!(
+            a["error"].as_str().unwrap().contains(field),
+            "{a} names {field}"
+        );
         assert!(a["line"].as_u64().is_some(), "{a}");
     }
     let id2 = Uuid::now_v7();
-    assert_eq!(c.event(id2, "test.milestone.reached", 2).unwrap()["ok"], true);
+    assert_eq!(
+        c.event(id2, "test.milestone.reached", 2).unwrap()["ok"],
+        true
+    );
     // A producer retry with the same id is answered, not stored twice.
     let again = c.event(id2, "test.milestone.reached", 2).unwrap();
     assert_eq!(again["duplicate"], true, "{again}");
-    wait_until("both events", Duration::from_secs(20), || decode_all(&net.sub).events.len() == 2);
+    wait_until("both events", Duration::from_secs(20), || {
+        decode_all(&net.sub).events.len() == 2
+    });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(decode_all(&net.sub).event_copies, 2);
 }
@@ -474,7 +613,11 @@ fn malformed_lines_are_answered_and_nothing_accepted_is_lost() {
 fn check_config_names_key_and_line_with_exit_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[vehicle]\nid = \"T1\"\n\n[mqtt]\nhost = \"broker\"\ntls = false\nkeep_alive_s = 1\n").unwrap();
+    std::fs::write(
+        &path,
+        "[vehicle]\nid = \"T1\"\n\n[mqtt]\nhost = \"broker\"\ntls = false\nkeep_alive_s = 1\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_waymark"))
         .arg("check-config")
         .arg(&path)
@@ -484,7 +627,11 @@ fn check_config_names_key_and_line_with_exit_code_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mqtt.keep_alive_s"), "{err}");
     assert!(err.contains(":7:"), "line 7 named: {err}");
-    std::fs::write(&path, "[vehicle]\nid = \"T1\"\ncolour = \"red\"\n[mqtt]\nhost = \"b\"\ntls = false\n").unwrap();
+    std::fs::write(
+        &path,
+        "[vehicle]\nid = \"T1\"\ncolour = \"red\"\n[mqtt]\nhost = \"b\"\ntls = false\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_waymark"))
         .arg("check-config")
         .arg(&path)

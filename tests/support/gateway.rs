@@ -58,7 +58,10 @@ impl Gateway {
     /// Writes the config and starts the process; returns once the jsonl port accepts.
     pub fn start(opts: &GatewayOpts) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store_dir = opts.store_dir.clone().unwrap_or_else(|| dir.path().to_path_buf());
+        let store_dir = opts
+            .store_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().to_path_buf());
         let store = store_dir.join("buffer.db");
         let jsonl: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("waymark.toml");
@@ -99,7 +102,14 @@ tcp_listen = "{jsonl}"
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.path().join("waymark.log");
-        let mut gw = Self { dir, config, store, jsonl, child: None, log };
+        let mut gw = Self {
+            dir,
+            config,
+            store,
+            jsonl,
+            child: None,
+            log,
+        };
         gw.spawn();
         gw
     }
@@ -107,7 +117,11 @@ tcp_listen = "{jsonl}"
     /// Starts the process again (after [`Gateway::kill`]) on the same config and store.
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_waymark"))
             .args(["--log", "info,waymark_gateway=debug", "run", "--config"])
             .arg(&self.config)
@@ -120,9 +134,16 @@ tcp_listen = "{jsonl}"
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(self.jsonl).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("waymark exited with {status} before listening:\n{}", self.log_text());
+                panic!(
+                    "waymark exited with {status} before listening:\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "waymark did not listen:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "waymark did not listen:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -138,7 +159,10 @@ tcp_listen = "{jsonl}"
     /// SIGTERM and wait for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("not running");
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = c.try_wait().unwrap() {
@@ -175,7 +199,11 @@ pub fn status_json(store: &Path) -> serde_json::Value {
         .arg(store)
         .output()
         .unwrap();
-    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -215,7 +243,12 @@ impl Jsonl {
     }
 
     /// Sends an event line with a producer id and returns the gateway's answer.
-    pub fn event(&mut self, id: uuid::Uuid, type_: &str, n: u64) -> std::io::Result<serde_json::Value> {
+    pub fn event(
+        &mut self,
+        id: uuid::Uuid,
+        type_: &str,
+        n: u64,
+    ) -> std::io::Result<serde_json::Value> {
         let line = format!(
             "{{\"kind\":\"event\",\"id\":\"{id}\",\"type\":\"{type_}\",\"priority\":\"milestone\",\"data\":{{\"n\":{n}}}}}\n"
         );
@@ -227,7 +260,10 @@ impl Jsonl {
     pub fn answer(&mut self) -> std::io::Result<serde_json::Value> {
         let mut line = String::new();
         if self.rd.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed",
+            ));
         }
         serde_json::from_str(&line).map_err(std::io::Error::other)
     }

@@ -128,11 +128,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => ("127.0.0.1".to_string(), embedded_broker()?),
     };
     let config_text = demo_config(&dir, &host, port);
-    let config = Config::from_toml(&config_text, Path::new("<demo>"))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config =
+        Config::from_toml(&config_text, Path::new("<demo>")).map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    println!("Waymark demo: a refrigerated truck's trip, fast-forwarded {}x.", args.speed);
-    println!("  broker  {host}:{port}{}", if args.broker.is_none() { " (embedded rumqttd)" } else { "" });
+    println!(
+        "Waymark demo: a refrigerated truck's trip, fast-forwarded {}x.",
+        args.speed
+    );
+    println!(
+        "  broker  {host}:{port}{}",
+        if args.broker.is_none() {
+            " (embedded rumqttd)"
+        } else {
+            ""
+        }
+    );
     println!("  store   {}", dir.join("buffer.db").display());
     println!("  input   jsonl on {}", dir.join("apps.sock").display());
 
@@ -176,7 +186,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let obs = observed.lock().await;
         let events_seen = obs.events.len();
         drop(obs);
-        if (stats.backlog_rows() == 0 && events_seen >= answers.ok) || Instant::now() > drain_deadline {
+        if (stats.backlog_rows() == 0 && events_seen >= answers.ok)
+            || Instant::now() > drain_deadline
+        {
             break;
         }
     }
@@ -184,13 +196,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     trigger.fire();
     gateway.await.context("gateway panicked")??;
     observer.abort();
-    report(&running, &observed, &answers, json_bytes, total_readings, began).await
+    report(
+        &running,
+        &observed,
+        &answers,
+        json_bytes,
+        total_readings,
+        began,
+    )
+    .await
 }
 
 /// Starts rumqttd on a free loopback port in a background thread; returns the port.
 #[cfg(feature = "embedded-broker")]
 fn embedded_broker() -> anyhow::Result<u16> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let text = format!(
         r#"
 id = 0
@@ -212,12 +234,14 @@ dynamic_filters = true
 "#
     );
     let config: rumqttd::Config = toml::from_str(&text).context("embedded broker config")?;
-    std::thread::Builder::new().name("demo-broker".into()).spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        if let Err(e) = broker.start() {
-            eprintln!("embedded broker stopped: {e}");
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("demo-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                eprintln!("embedded broker stopped: {e}");
+            }
+        })?;
     // Wait until it accepts connections.
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -263,7 +287,9 @@ async fn feed(
             } else {
                 answers.rejected.push(line);
             }
-            if answers.ok + answers.rejected.len() >= expected_events && answers.ok >= expected_events {
+            if answers.ok + answers.rejected.len() >= expected_events
+                && answers.ok >= expected_events
+            {
                 break;
             }
         }
@@ -283,7 +309,9 @@ async fn feed(
             buf.push(b'\n');
             i += 1;
         }
-        wr.write_all(&buf).await.context("writing to the jsonl socket")?;
+        wr.write_all(&buf)
+            .await
+            .context("writing to the jsonl socket")?;
     }
     let answers = tokio::time::timeout(Duration::from_secs(30), reader)
         .await
@@ -298,11 +326,19 @@ async fn observe(host: String, port: u16, observed: Arc<Mutex<Observed>>) {
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_max_packet_size(2 * 1024 * 1024, 2 * 1024 * 1024);
     let (client, mut eventloop) = AsyncClient::new(opts, 16);
-    let filter = format!("{}/{}/vehicles/{DEMO_VEHICLE}/+", topics::DEFAULT_PREFIX, topics::TOPIC_VERSION);
+    let filter = format!(
+        "{}/{}/vehicles/{DEMO_VEHICLE}/+",
+        topics::DEFAULT_PREFIX,
+        topics::TOPIC_VERSION
+    );
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                if client.subscribe(filter.clone(), QoS::AtLeastOnce).await.is_err() {
+                if client
+                    .subscribe(filter.clone(), QoS::AtLeastOnce)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -343,7 +379,12 @@ async fn observe(host: String, port: u16, observed: Arc<Mutex<Observed>>) {
 
 async fn print_summary(running: &Running, observed: &Mutex<Observed>, began: Instant) {
     let c = running.health.counters.snapshot();
-    let backlog = running.store.stats().await.map(|s| s.backlog_rows()).unwrap_or(0);
+    let backlog = running
+        .store
+        .stats()
+        .await
+        .map(|s| s.backlog_rows())
+        .unwrap_or(0);
     let obs = observed.lock().await;
     println!(
         "[{:>5.1}s] readings in {:>7}  filtered {:>7}  stored {:>6}  | events {:>2}  batches {:>4}  on the wire {:>8} B  | backlog {:>3} rows",
@@ -369,8 +410,15 @@ async fn report(
     let c = running.health.counters.snapshot();
     let obs = observed.lock().await;
     println!("\nReport after {:.1} s", began.elapsed().as_secs_f64());
-    println!("  input     {total_readings} readings, {} events acknowledged by the gateway, {} rejected", answers.ok, answers.rejected.len());
-    println!("  pipeline  {} readings passed the filters, {} dropped as saying nothing new", c.readings_stored, c.readings_filtered);
+    println!(
+        "  input     {total_readings} readings, {} events acknowledged by the gateway, {} rejected",
+        answers.ok,
+        answers.rejected.len()
+    );
+    println!(
+        "  pipeline  {} readings passed the filters, {} dropped as saying nothing new",
+        c.readings_stored, c.readings_filtered
+    );
     println!(
         "  telemetry {} batches, {} readings, {} bytes on the wire = {:.1} B per reading (input JSON: {:.0} B per reading)",
         obs.telemetry_messages,
@@ -379,15 +427,28 @@ async fn report(
         obs.telemetry_bytes as f64 / obs.readings.max(1) as f64,
         json_bytes as f64 / (total_readings.max(1)) as f64,
     );
-    println!("  events    {} on the broker (sequence {:?}..{:?}), {} duplicates:", obs.events.len(), obs.events.keys().next(), obs.events.keys().last(), obs.duplicates);
+    println!(
+        "  events    {} on the broker (sequence {:?}..{:?}), {} duplicates:",
+        obs.events.len(),
+        obs.events.keys().next(),
+        obs.events.keys().last(),
+        obs.duplicates
+    );
     for (seq, ty) in &obs.events {
         println!("              #{seq:<3} {ty}");
     }
     if let Some(status) = &obs.status {
-        println!("  status    retained document says state={}", status["state"]);
+        println!(
+            "  status    retained document says state={}",
+            status["state"]
+        );
     }
     if obs.decode_errors > 0 || !answers.rejected.is_empty() {
-        bail!("{} payloads did not decode; rejected lines: {:?}", obs.decode_errors, answers.rejected);
+        bail!(
+            "{} payloads did not decode; rejected lines: {:?}",
+            obs.decode_errors,
+            answers.rejected
+        );
     }
     Ok(())
 }

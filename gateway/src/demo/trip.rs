@@ -22,9 +22,27 @@ struct Stop {
 
 const DEPOT: (f64, f64) = (51.8853, 4.2863);
 const STOPS: [Stop; 3] = [
-    Stop { name: "Albert Heijn DC Zaandam", lat: 51.9225, lon: 4.4792, dwell_s: 600, order: "SO-48213" },
-    Stop { name: "Jumbo Veghel", lat: 51.8990, lon: 4.5560, dwell_s: 480, order: "SO-48214" },
-    Stop { name: "Lidl Waddinxveen", lat: 52.0420, lon: 4.6510, dwell_s: 540, order: "SO-48215" },
+    Stop {
+        name: "Albert Heijn DC Zaandam",
+        lat: 51.9225,
+        lon: 4.4792,
+        dwell_s: 600,
+        order: "SO-48213",
+    },
+    Stop {
+        name: "Jumbo Veghel",
+        lat: 51.8990,
+        lon: 4.5560,
+        dwell_s: 480,
+        order: "SO-48214",
+    },
+    Stop {
+        name: "Lidl Waddinxveen",
+        lat: 52.0420,
+        lon: 4.6510,
+        dwell_s: 540,
+        order: "SO-48215",
+    },
 ];
 const CRUISE_KMH: f64 = 72.0;
 
@@ -43,14 +61,22 @@ impl TripLine {
     /// The line with its `time` set from the trip's start (UTC ms).
     pub fn render(&self, start_ms: i64) -> String {
         let mut body = self.body.clone();
-        body["time"] = json!(waymark_wire::time::format_rfc3339_ms(start_ms + i64::from(self.t_s) * 1000));
+        body["time"] = json!(waymark_wire::time::format_rfc3339_ms(
+            start_ms + i64::from(self.t_s) * 1000
+        ));
         body.to_string()
     }
 }
 
 fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (la1, lo1, la2, lo2) = (a.0.to_radians(), a.1.to_radians(), b.0.to_radians(), b.1.to_radians());
-    let h = ((la2 - la1) / 2.0).sin().powi(2) + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    let (la1, lo1, la2, lo2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
     2.0 * 6_371_000.0 * h.sqrt().asin()
 }
 
@@ -99,29 +125,85 @@ impl Sim {
     fn tick(&mut self, speed_kmh: f64, door_open: bool, engine_on: bool) {
         let t = self.t;
         let noise: f64 = self.rng.random_range(-0.04..0.04);
-        let rpm = if engine_on { 620.0 + speed_kmh * 16.5 + noise * 500.0 } else { 0.0 };
-        self.fuel_pct -= if engine_on { 0.0009 + speed_kmh * 0.00002 } else { 0.0 };
-        self.coolant_c += if engine_on { (88.0 - self.coolant_c) * 0.01 } else { (15.0 - self.coolant_c) * 0.002 };
+        let rpm = if engine_on {
+            620.0 + speed_kmh * 16.5 + noise * 500.0
+        } else {
+            0.0
+        };
+        self.fuel_pct -= if engine_on {
+            0.0009 + speed_kmh * 0.00002
+        } else {
+            0.0
+        };
+        self.coolant_c += if engine_on {
+            (88.0 - self.coolant_c) * 0.01
+        } else {
+            (15.0 - self.coolant_c) * 0.002
+        };
         for (i, c) in self.comp.iter_mut().enumerate() {
             let setpoint = if i == 0 { -18.0 } else { 3.0 };
-            let drift = if door_open { 0.08 } else { (setpoint - *c) * 0.02 };
+            let drift = if door_open {
+                0.08
+            } else {
+                (setpoint - *c) * 0.02
+            };
             *c += drift + self.rng.random_range(-0.03..0.03);
         }
         let mut push = |signal: &str, v: serde_json::Value, unit: &str| {
             self.lines.push(reading(t, signal, v, unit));
         };
-        push("Vehicle.CurrentLocation.Latitude", json!(round_to(self.pos.0, 7)), "deg");
-        push("Vehicle.CurrentLocation.Longitude", json!(round_to(self.pos.1, 7)), "deg");
+        push(
+            "Vehicle.CurrentLocation.Latitude",
+            json!(round_to(self.pos.0, 7)),
+            "deg",
+        );
+        push(
+            "Vehicle.CurrentLocation.Longitude",
+            json!(round_to(self.pos.1, 7)),
+            "deg",
+        );
         push("Vehicle.Speed", json!(round_to(speed_kmh, 1)), "km/h");
-        push("Vehicle.CurrentLocation.Heading", json!(round_to(self.heading, 1)), "deg");
-        push("Vehicle.Powertrain.CombustionEngine.Speed", json!(round_to(rpm, 0)), "rpm");
-        push("Vehicle.Powertrain.FuelSystem.RelativeLevel", json!(round_to(self.fuel_pct, 1)), "percent");
-        push("Vehicle.Powertrain.CombustionEngine.ECT", json!(round_to(self.coolant_c, 0)), "celsius");
-        push("Vehicle.TraveledDistance", json!(round_to(self.odometer_km, 1)), "km");
-        push("Vehicle.Cargo.Compartment1.Temperature", json!(round_to(self.comp[0], 2)), "celsius");
-        push("Vehicle.Cargo.Compartment2.Temperature", json!(round_to(self.comp[1], 2)), "celsius");
+        push(
+            "Vehicle.CurrentLocation.Heading",
+            json!(round_to(self.heading, 1)),
+            "deg",
+        );
+        push(
+            "Vehicle.Powertrain.CombustionEngine.Speed",
+            json!(round_to(rpm, 0)),
+            "rpm",
+        );
+        push(
+            "Vehicle.Powertrain.FuelSystem.RelativeLevel",
+            json!(round_to(self.fuel_pct, 1)),
+            "percent",
+        );
+        push(
+            "Vehicle.Powertrain.CombustionEngine.ECT",
+            json!(round_to(self.coolant_c, 0)),
+            "celsius",
+        );
+        push(
+            "Vehicle.TraveledDistance",
+            json!(round_to(self.odometer_km, 1)),
+            "km",
+        );
+        push(
+            "Vehicle.Cargo.Compartment1.Temperature",
+            json!(round_to(self.comp[0], 2)),
+            "celsius",
+        );
+        push(
+            "Vehicle.Cargo.Compartment2.Temperature",
+            json!(round_to(self.comp[1], 2)),
+            "celsius",
+        );
         push("Vehicle.Cargo.RearDoor.IsOpen", json!(door_open), "");
-        push("Vehicle.LowVoltageSystemState.IsIgnitionOn", json!(engine_on), "");
+        push(
+            "Vehicle.LowVoltageSystemState.IsIgnitionOn",
+            json!(engine_on),
+            "",
+        );
         self.t += 1;
     }
 
@@ -134,7 +216,11 @@ impl Sim {
         while done < dist {
             let remaining = dist - done;
             // Accelerate at ~1 m/s², brake in the last 250 m, small traffic noise.
-            let target = if remaining < 250.0 { (remaining / 250.0 * CRUISE_KMH).max(8.0) } else { CRUISE_KMH };
+            let target = if remaining < 250.0 {
+                (remaining / 250.0 * CRUISE_KMH).max(8.0)
+            } else {
+                CRUISE_KMH
+            };
             speed = (speed + 3.6).min(target) + self.rng.random_range(-1.5..1.5);
             speed = speed.clamp(0.0, 90.0);
             let step = speed / 3.6;
@@ -170,28 +256,58 @@ pub fn build() -> Vec<TripLine> {
     };
     let trip = "TRIP-2026-11-23-042";
     sim.park(60, (0, 0));
-    sim.lines.push(event(sim.t, "waymark.trip.started", "milestone", json!({"trip_id": trip})));
+    sim.lines.push(event(
+        sim.t,
+        "waymark.trip.started",
+        "milestone",
+        json!({"trip_id": trip}),
+    ));
     for (i, stop) in STOPS.iter().enumerate() {
         let stop_id = format!("{trip}/{}", i + 1);
-        sim.lines.push(event(sim.t, "waymark.milestone.departed", "milestone", json!({
+        sim.lines.push(event(
+            sim.t,
+            "waymark.milestone.departed",
+            "milestone",
+            json!({
             "trip_id": trip, "from": if i == 0 { "depot" } else { STOPS[i - 1].name },
-            "location": {"lat": round_to(sim.pos.0, 6), "lon": round_to(sim.pos.1, 6)}})));
+            "location": {"lat": round_to(sim.pos.0, 6), "lon": round_to(sim.pos.1, 6)}}),
+        ));
         sim.drive_to((stop.lat, stop.lon));
-        sim.lines.push(event(sim.t, "waymark.milestone.arrived", "milestone", json!({
+        sim.lines.push(event(
+            sim.t,
+            "waymark.milestone.arrived",
+            "milestone",
+            json!({
             "trip_id": trip, "stop_id": stop_id, "stop_name": stop.name, "order_ref": stop.order,
-            "location": {"lat": stop.lat, "lon": stop.lon}})));
+            "location": {"lat": stop.lat, "lon": stop.lon}}),
+        ));
         sim.park(stop.dwell_s, (60, 60 + stop.dwell_s / 3));
-        sim.lines.push(event(sim.t.saturating_sub(20), "waymark.pod.delivered", "alert", json!({
+        sim.lines.push(event(
+            sim.t.saturating_sub(20),
+            "waymark.pod.delivered",
+            "alert",
+            json!({
             "trip_id": trip, "stop_id": stop_id, "order_ref": stop.order,
             "recipient": "signed at dock", "outcome": "delivered",
-            "compartment_temperatures_c": [round_to(sim.comp[0], 1), round_to(sim.comp[1], 1)]})));
+            "compartment_temperatures_c": [round_to(sim.comp[0], 1), round_to(sim.comp[1], 1)]}),
+        ));
     }
-    sim.lines.push(event(sim.t, "waymark.milestone.departed", "milestone", json!({
-        "trip_id": trip, "from": STOPS[2].name})));
+    sim.lines.push(event(
+        sim.t,
+        "waymark.milestone.departed",
+        "milestone",
+        json!({
+        "trip_id": trip, "from": STOPS[2].name}),
+    ));
     sim.drive_to(DEPOT);
     sim.park(45, (0, 0));
-    sim.lines.push(event(sim.t, "waymark.trip.ended", "milestone", json!({
-        "trip_id": trip, "distance_km": round_to(sim.odometer_km - 184_233.0, 1)})));
+    sim.lines.push(event(
+        sim.t,
+        "waymark.trip.ended",
+        "milestone",
+        json!({
+        "trip_id": trip, "distance_km": round_to(sim.odometer_km - 184_233.0, 1)}),
+    ));
     sim.lines.sort_by_key(|l| l.t_s);
     sim.lines
 }
