@@ -14,9 +14,10 @@ use waymark_gateway::{config::Config, demo, run, shutdown::Trigger, status};
 #[command(name = "waymark", version, about, long_about = None)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `waymark_gateway=debug,info`).
-    /// `RUST_LOG` overrides it.
-    #[arg(long, global = true, default_value = "info", env = "WAYMARK_LOG")]
-    log: String,
+    /// `RUST_LOG` overrides it. Default `info`; `warn` for `demo`, whose own output is the
+    /// point.
+    #[arg(long, global = true, env = "WAYMARK_LOG")]
+    log: Option<String>,
     /// Log output format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -73,7 +74,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log, cli.log_format);
+    let default_log = match cli.command {
+        Command::Demo(_) => "warn,rumqttd=off",
+        _ => "info",
+    };
+    init_tracing(cli.log.as_deref().unwrap_or(default_log), cli.log_format);
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -420,18 +420,19 @@ async fn report(
         c.readings_stored, c.readings_filtered
     );
     println!(
-        "  telemetry {} batches, {} readings, {} bytes on the wire = {:.1} B per reading (input JSON: {:.0} B per reading)",
+        "  telemetry {} batches of {:.0} readings on average, {} readings, {} bytes on the wire = {:.1} B per reading (input JSON: {:.0} B per reading)",
         obs.telemetry_messages,
+        obs.readings as f64 / obs.telemetry_messages.max(1) as f64,
         obs.readings,
         obs.telemetry_bytes,
         obs.telemetry_bytes as f64 / obs.readings.max(1) as f64,
         json_bytes as f64 / (total_readings.max(1)) as f64,
     );
     println!(
-        "  events    {} on the broker (sequence {:?}..{:?}), {} duplicates:",
+        "  events    {} on the broker, sequence {}..{}, {} duplicates:",
         obs.events.len(),
-        obs.events.keys().next(),
-        obs.events.keys().last(),
+        obs.events.keys().next().copied().unwrap_or(0),
+        obs.events.keys().last().copied().unwrap_or(0),
         obs.duplicates
     );
     for (seq, ty) in &obs.events {
