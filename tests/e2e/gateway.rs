@@ -524,7 +524,32 @@ fn disk_full_is_survived_and_recovers_when_space_returns() {
             refused += 1;
         }
     }
+    // Telemetry alone never fills the disk for events: on SQLITE_FULL the store deletes the
+    // oldest telemetry to make room. Events only take space, so big ones fill it.
+    let telemetry_dropped = gw.status_json()["counters"]["telemetry_dropped_rows"].as_u64().unwrap_or(0);
+    let big = "x".repeat(30_000);
+    for i in 0..400u64 {
+        if refused > 0 {
+            break;
+        }
+        let id = Uuid::now_v7();
+        let line = format!(
+            "{{\"kind\":\"event\",\"id\":\"{id}\",\"type\":\"test.milestone.reached\",\"data\":{{\"n\":{i},\"pad\":\"{big}\"}}}}\n"
+        );
+        c.send_raw(line.as_bytes()).unwrap();
+        let a = c.answer().unwrap();
+        if a["ok"] == true {
+            acked.push(id);
+        } else {
+            assert!(a["error"].as_str().unwrap().contains("store"), "{a}");
+            refused += 1;
+        }
+    }
     assert!(refused > 0, "the disk never filled up");
+    eprintln!(
+        "disk full: {} events accepted, {refused} refused while full, {telemetry_dropped} telemetry rows dropped for them",
+        acked.len()
+    );
     // Space returns.
     let grow = std::process::Command::new("mount")
         .args(["-o", "remount,size=64m"])
@@ -626,7 +651,7 @@ fn check_config_names_key_and_line_with_exit_code_2() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mqtt.keep_alive_s"), "{err}");
-    assert!(err.contains(":7:"), "line 7 named: {err}");
+    assert!(err.contains("bad.toml:7:"), "line 7 named: {err}");
     std::fs::write(
         &path,
         "[vehicle]\nid = \"T1\"\ncolour = \"red\"\n[mqtt]\nhost = \"b\"\ntls = false\n",
@@ -639,5 +664,5 @@ fn check_config_names_key_and_line_with_exit_code_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("colour") && err.contains("line 3"), "{err}");
+    assert!(err.contains("vehicle.colour") && err.contains("bad.toml:3:1:"), "{err}");
 }

@@ -142,35 +142,42 @@ impl Gateway {
         self.telemetry_sized(0).await
     }
 
-    /// A telemetry batch with about `text_bytes` of random hex text in its reading (so that
-    /// compression cannot shrink it much), distinct per call.
+    /// A telemetry batch with about `text_bytes` of random hex text in its readings (so that
+    /// compression cannot shrink it much; split over readings of at most 1000 bytes, within
+    /// the format's per-string limit), distinct per call.
     async fn telemetry_sized(&self, text_bytes: usize) -> Row {
         let n = self
             .readings
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let value = if text_bytes == 0 {
-            Value::Num(f64::from(n))
-        } else {
-            let mut text = String::with_capacity(text_bytes + 32);
-            while text.len() < text_bytes {
-                text.push_str(&format!("{:016x}", rand::random::<u64>()));
-            }
-            Value::Text(text)
-        };
         let t = now_ms();
-        let reading = Reading {
+        let reading = |value: Value, i: usize| Reading {
             signal: "Vehicle.Speed".to_string(),
             value,
             unit: "km/h".to_string(),
-            time: t,
+            time: t + i as i64,
             source: "test".to_string(),
         };
-        let payload = waymark_wire::telemetry::encode(&[reading]).expect("encode");
+        let readings: Vec<Reading> = if text_bytes == 0 {
+            vec![reading(Value::Num(f64::from(n)), 0)]
+        } else {
+            (0..text_bytes.div_ceil(1000))
+                .map(|i| {
+                    let want = (text_bytes - i * 1000).min(1000);
+                    let mut text = String::with_capacity(want + 16);
+                    while text.len() < want {
+                        text.push_str(&format!("{:016x}", rand::random::<u64>()));
+                    }
+                    text.truncate(want);
+                    reading(Value::Text(text), i)
+                })
+                .collect()
+        };
+        let payload = waymark_wire::telemetry::encode(&readings).expect("encode");
         let batch = TelemetryBatch {
             payload: payload.clone(),
-            readings: 1,
+            readings: readings.len() as u32,
             first_ms: t,
-            last_ms: t,
+            last_ms: t + readings.len() as i64 - 1,
         };
         self.store
             .append_telemetry(batch)
