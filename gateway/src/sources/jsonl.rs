@@ -16,12 +16,14 @@
 //! - **Line order.** Answers leave each connection in the order of the lines they answer; up
 //!   to [`MAX_IN_FLIGHT`] of them may be pending, so several events commit concurrently (one
 //!   producer is not held to one fsync per event) while readings between them keep flowing.
-//! - **No loss of what was accepted.** A reading is handed to the pipeline channel; when the
-//!   channel is full the connection waits, which stops reading the socket (backpressure to the
-//!   producer). Rejections never affect earlier or later lines of the connection.
+//! - **No loss of what was accepted.** The readings parsed from one chunk of input are handed
+//!   to the pipeline channel together (one wake-up of the pipeline per chunk, not per
+//!   reading); when the channel is full the connection waits, which stops reading the socket
+//!   (backpressure to the producer). Rejections never affect other lines of the connection.
 //! - **Bounded.** Per connection: one line buffer of at most `max_line_bytes + 2` bytes
-//!   (longer lines are skipped as they arrive), at most `MAX_IN_FLIGHT` pending answers, at
-//!   most `max_lines_per_s` lines per second (excess waits). Per source: `max_connections`.
+//!   (longer lines are skipped as they arrive), the readings of one buffer's worth of input,
+//!   at most `MAX_IN_FLIGHT` pending answers, at most `max_lines_per_s` lines per second
+//!   (excess waits). Per source: `max_connections`.
 //! - **Shutdown.** New connections are refused; each connection stops reading, its in-flight
 //!   events finish committing and are answered (a producer that does not read its answers is
 //!   given [`SHUTDOWN_WRITE_GRACE`]); the source returns when every connection has ended.
