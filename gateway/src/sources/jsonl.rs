@@ -16,12 +16,14 @@
 //! - **Line order.** Answers leave each connection in the order of the lines they answer; up
 //!   to [`MAX_IN_FLIGHT`] of them may be pending, so several events commit concurrently (one
 //!   producer is not held to one fsync per event) while readings between them keep flowing.
-//! - **No loss of what was accepted.** A reading is handed to the pipeline channel; when the
-//!   channel is full the connection waits, which stops reading the socket (backpressure to the
-//!   producer). Rejections never affect earlier or later lines of the connection.
+//! - **No loss of what was accepted.** The readings parsed from one chunk of input are handed
+//!   to the pipeline channel together (one wake-up of the pipeline per chunk, not per
+//!   reading); when the channel is full the connection waits, which stops reading the socket
+//!   (backpressure to the producer). Rejections never affect other lines of the connection.
 //! - **Bounded.** Per connection: one line buffer of at most `max_line_bytes + 2` bytes
-//!   (longer lines are skipped as they arrive), at most `MAX_IN_FLIGHT` pending answers, at
-//!   most `max_lines_per_s` lines per second (excess waits). Per source: `max_connections`.
+//!   (longer lines are skipped as they arrive), the readings of one buffer's worth of input,
+//!   at most `MAX_IN_FLIGHT` pending answers, at most `max_lines_per_s` lines per second
+//!   (excess waits). Per source: `max_connections`.
 //! - **Shutdown.** New connections are refused; each connection stops reading, its in-flight
 //!   events finish committing and are answered (a producer that does not read its answers is
 //!   given [`SHUTDOWN_WRITE_GRACE`]); the source returns when every connection has ended.
@@ -34,6 +36,7 @@ mod rate;
 mod tests;
 
 use std::fmt::Display;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -275,6 +278,12 @@ impl Jsonl {
         drop(unix);
         drop(socket_file);
         drop(tcp);
+        if result.is_err() {
+            // The pipeline is gone without a shutdown: nothing the connections read can go
+            // anywhere. Events already committing finish in their own tasks; their producers
+            // get no answer and retry with the same id.
+            conns.abort_all();
+        }
         while let Some(joined) = conns.join_next().await {
             if let Err(e) = connection_ended(joined, &shutdown) {
                 debug!(component = %shared.settings.component, error = %e, "Connection ended while stopping.");
@@ -504,6 +513,10 @@ where
 
 /// Reads, frames, rate-limits and parses lines; hands readings to the pipeline, events to the
 /// store and answers to the writer.
+///
+/// Readings parsed from one chunk of input are handed over together (before the next read,
+/// and before anything that may wait), so the pipeline task wakes once per chunk rather than
+/// once per reading.
 async fn read_lines<R, E>(
     mut reader: R,
     answers: mpsc::Sender<Pending<E::Error>>,
@@ -517,8 +530,12 @@ where
     let s = &shared.settings;
     let mut framer = LineFramer::new(s.max_line_bytes);
     let mut limiter = RateLimiter::new(s.max_lines_per_s);
+    let mut batch: Vec<Reading> = Vec::new();
     let mut stop = pin!(shutdown.recv());
     loop {
+        if !deliver(&mut batch, shared, stop.as_mut()).await? {
+            return Ok(());
+        }
         let read = tokio::select! {
             biased;
             () = &mut stop => return Ok(()),
@@ -540,13 +557,23 @@ where
         let mut now = tokio::time::Instant::now().into_std();
         let received_ms = now_ms();
         while let Some(frame) = framer.next_or_last(eof) {
-            while let Err(at) = limiter.check(now) {
-                tokio::select! {
-                    biased;
-                    () = &mut stop => return Ok(()),
-                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+            if let Err(at) = limiter.check(now) {
+                if !deliver(&mut batch, shared, stop.as_mut()).await? {
+                    return Ok(());
                 }
-                now = tokio::time::Instant::now().into_std();
+                let mut wait_until = at;
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = &mut stop => return Ok(()),
+                        () = tokio::time::sleep_until(tokio::time::Instant::from_std(wait_until)) => {}
+                    }
+                    now = tokio::time::Instant::now().into_std();
+                    match limiter.check(now) {
+                        Ok(()) => break,
+                        Err(at) => wait_until = at,
+                    }
+                }
             }
             let (number, parsed) = match frame {
                 Frame::Line { number, bytes } => (number, parse_line(bytes, &s.name, received_ms)),
@@ -558,59 +585,83 @@ where
                     ))),
                 ),
             };
-            match parsed {
-                Ok(Parsed::Blank) => {}
-                Ok(Parsed::Reading(r)) => match shared.readings.try_send(r) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(r)) => {
-                        tokio::select! {
-                            biased;
-                            permit = shared.readings.reserve() => match permit {
-                                Ok(p) => p.send(r),
-                                Err(_) => return Err(PipelineClosed),
-                            },
-                            () = &mut stop => {
-                                debug!(component = %s.component, line = number, "Shutdown while the pipeline was full; reading not taken.");
-                                return Ok(());
-                            }
-                        }
-                    }
-                    Err(TrySendError::Closed(_)) => return Err(PipelineClosed),
-                },
+            let pending = match parsed {
+                Ok(Parsed::Blank) => continue,
+                Ok(Parsed::Reading(r)) => {
+                    batch.push(r);
+                    continue;
+                }
                 Ok(Parsed::Event(ev)) => {
                     let id = ev.id;
                     let sink = shared.events.clone();
                     let commit = tokio::spawn(async move { sink.append_event(ev).await });
-                    if answers
-                        .send(Pending::Event {
-                            line: number,
-                            id,
-                            commit,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        // The writer only stops after this sender is dropped.
-                        debug!(component = %s.component, "Answer writer gone.");
+                    Pending::Event {
+                        line: number,
+                        id,
+                        commit,
                     }
                 }
                 Err(e) => {
                     Health::add(&shared.health.counters.lines_rejected, 1);
                     debug!(component = %s.component, line = number, error = %e, "Line rejected.");
-                    let pending = Pending::Rejected {
+                    Pending::Rejected {
                         line: number,
                         error: e.0,
-                    };
-                    if answers.send(pending).await.is_err() {
-                        debug!(component = %s.component, "Answer writer gone.");
                     }
                 }
+            };
+            // Queue the answer; with MAX_IN_FLIGHT answers pending this waits, so hand over
+            // the readings first.
+            let pending = match answers.try_send(pending) {
+                Ok(()) => continue,
+                Err(TrySendError::Full(p) | TrySendError::Closed(p)) => p,
+            };
+            if !deliver(&mut batch, shared, stop.as_mut()).await? {
+                return Ok(());
+            }
+            if answers.send(pending).await.is_err() {
+                // The writer only stops after this sender is dropped.
+                debug!(component = %s.component, "Answer writer gone.");
             }
         }
         if eof {
+            deliver(&mut batch, shared, stop.as_mut()).await?;
             return Ok(());
         }
     }
+}
+
+/// Hands `batch` to the pipeline in order, waiting for room while the channel is full (so
+/// the connection reads nothing meanwhile). `Ok(false)`: shutdown began while waiting, and
+/// the readings not yet handed over are not taken.
+async fn deliver<E>(
+    batch: &mut Vec<Reading>,
+    shared: &Shared<E>,
+    mut stop: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<bool, PipelineClosed> {
+    let readings = &shared.readings;
+    let mut pending = batch.drain(..);
+    while let Some(r) = pending.next() {
+        match readings.try_send(r) {
+            Ok(()) => {}
+            Err(TrySendError::Full(r)) => {
+                tokio::select! {
+                    biased;
+                    permit = readings.reserve() => match permit {
+                        Ok(p) => p.send(r),
+                        Err(_) => return Err(PipelineClosed),
+                    },
+                    () = stop.as_mut() => {
+                        let lost = 1 + pending.len();
+                        debug!(component = %shared.settings.component, lost, "Shutdown while the pipeline was full; readings not taken.");
+                        return Ok(false);
+                    }
+                }
+            }
+            Err(TrySendError::Closed(_)) => return Err(PipelineClosed),
+        }
+    }
+    Ok(true)
 }
 
 /// Writes answers in line order, each as soon as it (and everything before it) is known.

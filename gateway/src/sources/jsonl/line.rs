@@ -76,11 +76,13 @@ pub fn parse_line(line: &[u8], source: &str, received_ms: Timestamp) -> Result<P
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(Parsed::Blank);
     }
-    let mut de = serde_json::Deserializer::from_slice(line);
-    let fields = (&mut de)
-        .deserialize_map(LineVisitor)
-        .map_err(|e| LineError::from_json(&e))?;
-    de.end().map_err(|e| LineError::from_json(&e))?;
+    // Valid UTF-8 (the normal case) is checked once for the whole line, which is cheaper than
+    // serde_json checking every string on its own; otherwise the byte parser finds the
+    // offending field.
+    let fields = match std::str::from_utf8(line) {
+        Ok(text) => parse_fields(serde_json::Deserializer::from_str(text))?,
+        Err(_) => parse_fields(serde_json::Deserializer::from_slice(line))?,
+    };
     Ok(match fields {
         Line::Reading {
             signal,
@@ -110,6 +112,16 @@ pub fn parse_line(line: &[u8], source: &str, received_ms: Timestamp) -> Result<P
             data,
         }),
     })
+}
+
+fn parse_fields<'a, R: serde_json::de::Read<'a>>(
+    mut de: serde_json::Deserializer<R>,
+) -> Result<Line<'a>, LineError> {
+    let fields = (&mut de)
+        .deserialize_map(LineVisitor)
+        .map_err(|e| LineError::from_json(&e))?;
+    de.end().map_err(|e| LineError::from_json(&e))?;
+    Ok(fields)
 }
 
 /// A checked line, still borrowing from the input.

@@ -846,3 +846,33 @@ async fn spawn_all_builds_everything_first() {
     assert!(exit.result.is_ok());
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_vanished_pipeline_ends_the_source_with_an_error() {
+    let h = start(FakeSink::open(), 4, |_| {}).await;
+    let Harness {
+        readings,
+        task,
+        unix,
+        tcp,
+        health,
+        _dir,
+        ..
+    } = h;
+    drop(readings);
+    // An idle connection does not keep the source alive.
+    let _idle = tcp_client(tcp).await;
+    let mut c = unix_client(&unix).await;
+    c.send(&reading_line("a", 1.0)).await;
+    let result = tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+    assert!(
+        matches!(result, Err(SourceError::PipelineClosed)),
+        "{result:?}"
+    );
+    let state = &health.components()["jsonl:apps"];
+    assert_eq!(state.state, HealthState::Down);
+    assert_eq!(
+        state.detail.as_deref(),
+        Some("the pipeline stopped taking readings")
+    );
+}
