@@ -1273,7 +1273,9 @@ impl MqttConfig {
 
     /// The MQTT client id: `client_id`, or `waymark-<vehicle id>`.
     pub fn client_id(&self, vehicle_id: &str) -> String {
-        self.client_id.clone().unwrap_or_else(|| format!("waymark-{vehicle_id}"))
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| format!("waymark-{vehicle_id}"))
     }
 }
 

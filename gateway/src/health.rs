@@ -105,12 +105,22 @@ impl Health {
             Some(h) if h.state == state => h.since_ms,
             _ => now_ms,
         };
-        map.insert(component.to_string(), SourceHealth { state, detail, since_ms });
+        map.insert(
+            component.to_string(),
+            SourceHealth {
+                state,
+                detail,
+                since_ms,
+            },
+        );
     }
 
     /// A copy of every component's health.
     pub fn components(&self) -> BTreeMap<String, SourceHealth> {
-        self.components.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Adds `n` to a counter.

@@ -86,10 +86,15 @@ impl CloudEvent {
     /// # Errors
     /// [`EventError::Field`] when `sequence` is not a zero-padded decimal number.
     pub fn sequence_number(&self) -> Result<u64, EventError> {
-        if self.sequence.len() != SEQUENCE_DIGITS || !self.sequence.bytes().all(|b| b.is_ascii_digit()) {
+        if self.sequence.len() != SEQUENCE_DIGITS
+            || !self.sequence.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(EventError::Field {
                 field: "sequence",
-                reason: format!("expected {SEQUENCE_DIGITS} decimal digits, got {:?}", self.sequence),
+                reason: format!(
+                    "expected {SEQUENCE_DIGITS} decimal digits, got {:?}",
+                    self.sequence
+                ),
             });
         }
         self.sequence.parse().map_err(|e| EventError::Field {
@@ -123,7 +128,10 @@ impl CloudEvent {
         if ev.datacontenttype != DATA_CONTENT_TYPE {
             return Err(EventError::Field {
                 field: "datacontenttype",
-                reason: format!("expected {DATA_CONTENT_TYPE:?}, got {:?}", ev.datacontenttype),
+                reason: format!(
+                    "expected {DATA_CONTENT_TYPE:?}, got {:?}",
+                    ev.datacontenttype
+                ),
             });
         }
         if ev.vehicle_id().is_none_or(str::is_empty) {
@@ -133,7 +141,10 @@ impl CloudEvent {
             });
         }
         if ev.type_.is_empty() {
-            return Err(EventError::Field { field: "type", reason: "empty".into() });
+            return Err(EventError::Field {
+                field: "type",
+                reason: "empty".into(),
+            });
         }
         crate::time::parse_rfc3339_ms(&ev.time).map_err(|reason| EventError::Field {
             field: "time",
@@ -183,15 +194,36 @@ mod tests {
         let mut ev = sample();
         ev.sequence = "42".into();
         let err = CloudEvent::from_json(&serde_json::to_vec(&ev).unwrap()).unwrap_err();
-        assert!(matches!(err, EventError::Field { field: "sequence", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                EventError::Field {
+                    field: "sequence",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let mut ev = sample();
         ev.source = "truck".into();
         let err = CloudEvent::from_json(&serde_json::to_vec(&ev).unwrap()).unwrap_err();
-        assert!(matches!(err, EventError::Field { field: "source", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                EventError::Field {
+                    field: "source",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let mut ev = sample();
         ev.time = "yesterday".into();
         let err = CloudEvent::from_json(&serde_json::to_vec(&ev).unwrap()).unwrap_err();
-        assert!(matches!(err, EventError::Field { field: "time", .. }), "{err}");
+        assert!(
+            matches!(err, EventError::Field { field: "time", .. }),
+            "{err}"
+        );
         assert!(matches!(
             CloudEvent::from_json(&vec![b' '; MAX_EVENT_BYTES + 1]),
             Err(EventError::TooLarge(_))

@@ -48,7 +48,10 @@ mod tests {
         let s = format_rfc3339_ms(ms);
         assert_eq!(s, "2026-11-23T07:52:50.123Z");
         assert_eq!(parse_rfc3339_ms(&s).unwrap(), ms);
-        assert_eq!(parse_rfc3339_ms("2026-11-23T08:52:50.123+01:00").unwrap(), ms);
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-23T08:52:50.123+01:00").unwrap(),
+            ms
+        );
         assert!(parse_rfc3339_ms("2026-13-01T00:00:00Z").is_err());
         assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
     }

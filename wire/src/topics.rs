@@ -46,7 +46,10 @@ impl Stream {
 
 /// The topic of one vehicle's stream.
 pub fn topic(prefix: &str, vehicle: &str, stream: Stream) -> String {
-    format!("{prefix}/{TOPIC_VERSION}/vehicles/{vehicle}/{}", stream.segment())
+    format!(
+        "{prefix}/{TOPIC_VERSION}/vehicles/{vehicle}/{}",
+        stream.segment()
+    )
 }
 
 /// The subscription filter that matches one stream of every vehicle.
@@ -57,7 +60,9 @@ pub fn all_vehicles_filter(prefix: &str, stream: Stream) -> String {
 /// Splits a topic into (vehicle, stream) if it belongs to the tree under `prefix`.
 pub fn parse<'t>(prefix: &str, topic: &'t str) -> Option<(&'t str, Stream)> {
     let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
-    let rest = rest.strip_prefix(TOPIC_VERSION)?.strip_prefix("/vehicles/")?;
+    let rest = rest
+        .strip_prefix(TOPIC_VERSION)?
+        .strip_prefix("/vehicles/")?;
     let (vehicle, stream) = rest.split_once('/')?;
     validate_vehicle_id(vehicle).ok()?;
     Some((vehicle, Stream::from_segment(stream)?))
@@ -70,10 +75,18 @@ pub fn parse<'t>(prefix: &str, topic: &'t str) -> Option<(&'t str, Stream)> {
 /// A sentence saying what is wrong.
 pub fn validate_vehicle_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_VEHICLE_ID_LEN {
-        return Err(format!("must be 1 to {MAX_VEHICLE_ID_LEN} characters, got {}", id.len()));
+        return Err(format!(
+            "must be 1 to {MAX_VEHICLE_ID_LEN} characters, got {}",
+            id.len()
+        ));
     }
-    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c))) {
-        return Err(format!("character {c:?} is not allowed (use A-Z a-z 0-9 - _ .)"));
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-_.".contains(*c)))
+    {
+        return Err(format!(
+            "character {c:?} is not allowed (use A-Z a-z 0-9 - _ .)"
+        ));
     }
     Ok(())
 }
@@ -89,7 +102,10 @@ mod tests {
         assert_eq!(parse("waymark", &t), Some(("TRUCK-042", Stream::Events)));
         assert_eq!(parse("waymark", "waymark/v1/vehicles/a+b/events"), None);
         assert_eq!(parse("other", &t), None);
-        assert_eq!(all_vehicles_filter("fleet", Stream::Telemetry), "fleet/v1/vehicles/+/telemetry");
+        assert_eq!(
+            all_vehicles_filter("fleet", Stream::Telemetry),
+            "fleet/v1/vehicles/+/telemetry"
+        );
     }
 
     #[test]

@@ -706,11 +706,7 @@ async fn write_answers<W, E>(
                     }
                     Ok(Err(e)) => {
                         store_failed(shared, &e);
-                        answer_json(&Answer::failed(
-                            line,
-                            id,
-                            &format!("store unavailable: {e}"),
-                        ))
+                        answer_json(&Answer::failed(line, id, &e.to_string()))
                     }
                     Err(e) => {
                         answer_json(&Answer::failed(line, id, &format!("internal error: {e}")))
@@ -792,7 +788,7 @@ fn store_failed<E>(shared: &Shared<E>, e: &dyn Display) {
     shared.health.set(
         &shared.settings.component,
         HealthState::Degraded,
-        Some(format!("store unavailable: {e}")),
+        Some(format!("store refuses events: {e}")),
         now_ms(),
     );
 }

@@ -603,7 +603,19 @@ impl Writer {
     /// One transaction: pending recovery, held telemetry, the commands, extras, counters;
     /// then `COMMIT`. Results are in the commands' `out`; nothing of the writer's state
     /// changes until [`Writer::committed_ok`].
+    ///
+    /// On any error the commands' results are cleared before returning: a result computed
+    /// inside a transaction that did not commit (e.g. `COMMIT` failing with `SQLITE_FULL`)
+    /// must never reach a caller as an acceptance.
     fn commit(&mut self, cmds: &mut [Command], extras: Extras) -> rusqlite::Result<TxState> {
+        let result = self.commit_inner(cmds, extras);
+        if result.is_err() {
+            cmds.iter_mut().for_each(Command::clear);
+        }
+        result
+    }
+
+    fn commit_inner(&mut self, cmds: &mut [Command], extras: Extras) -> rusqlite::Result<TxState> {
         let now_ms = self.now_ms();
         let Some(conn) = self.conn.as_mut() else {
             return Err(rusqlite::Error::SqliteFailure(

@@ -83,7 +83,7 @@ impl EventSink for FakeSink {
                 let mut fail = inner.fail_next.lock().unwrap();
                 if *fail > 0 {
                     *fail -= 1;
-                    return Err("disk full".to_string());
+                    return Err("store unavailable: disk full".to_string());
                 }
             }
             let mut known = inner.known.lock().unwrap();
@@ -374,7 +374,7 @@ async fn store_error_is_answered_and_the_retry_is_exactly_once() {
     assert_eq!(health.state, HealthState::Degraded);
     assert_eq!(
         health.detail.as_deref(),
-        Some("store unavailable: disk full")
+        Some("store refuses events: store unavailable: disk full")
     );
     // The producer retries with the same id: stored once, the second retry is a duplicate.
     c.send(&format!("{ev}\n{ev}\n")).await;
