@@ -3,10 +3,16 @@
 //! [`Batcher`]; [`run`] is the one task around them.
 //!
 //! # Invariants
-//! - Every reading received is counted in `readings_in` and then in exactly one of
-//!   `readings_filtered`, `readings_oversized`, `readings_stored` or
-//!   `readings_lost_store_unavailable`, or it is still on its way (batcher, commit in
-//!   flight, hold).
+//! - Every reading received is counted in `readings_in`; the pipeline then either counts it
+//!   in `readings_filtered` or `readings_oversized` (it fits in no batch: larger than
+//!   `batch_max_bytes` alone, or a string beyond the codec's limit), or hands it to the store
+//!   in a batch, or counts it in `readings_lost_store_unavailable` (the store is closed). The
+//!   store counts what becomes of the batches it takes (`readings_stored` / `batches_stored`
+//!   at commit, its hold and quota drops); the pipeline does not count them again.
+//! - Every batch handed to the store encodes: the [`Batcher`] keeps each batch within the
+//!   codec's limits and `batch_max_bytes`. Should `encode` still refuse a batch (a bug),
+//!   the batch is split until the parts encode; only a reading that encodes in no part is
+//!   dropped, counted in `readings_oversized` and logged at ERROR. Nothing panics.
 //! - A reading waits in memory at most `batch_window_ms` before its batch is handed to the
 //!   store (DESIGN §3: that window is the only telemetry a power cut may lose).
 //! - On shutdown, or when every sender is gone, the readings already in the channel are
@@ -16,11 +22,11 @@
 //!   [`MAX_COMMITS_IN_FLIGHT`] at a time so that the store's group commit can merge them.
 //!   With that many in flight, intake waits: back-pressure reaches the sources through the
 //!   bounded channel instead of memory growing here.
-//! - A batch the store refuses (read-only or full disk, store restarting) is held in memory
-//!   and retried with backoff ([`RETRY_MIN`] doubling to [`RETRY_MAX`]), one at a time,
-//!   oldest first; newer batches queue behind it so order is kept. The hold is bounded by
-//!   [`HOLD_MAX_BYTES`]: beyond it the oldest held batch is dropped and its readings counted
-//!   in `readings_lost_store_unavailable` (logged at ERROR: data loss).
+//! - There is one hold, in the store: while it cannot write (disk full, read-only), the
+//!   store answers `Ok` and keeps telemetry in memory itself. The only error it returns for
+//!   telemetry is [`StoreError::Closed`]; a batch answered with an error is lost, counted in
+//!   `readings_lost_store_unavailable`, logged at ERROR, and the pipeline's health is `down`.
+//!   The pipeline keeps no retry or hold of its own.
 //!
 //! # Hot path
 //! Readings are taken from the channel in chunks ([`RECV_CHUNK`]) so that one wake-up
@@ -33,7 +39,6 @@ pub mod batcher;
 pub mod filter;
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,12 +62,6 @@ use crate::store::{Store, StoreError, TelemetryBatch};
 pub const RECV_CHUNK: usize = 512;
 /// Telemetry commits awaiting the store at once.
 pub const MAX_COMMITS_IN_FLIGHT: usize = 2;
-/// Most encoded bytes held in memory while the store refuses batches.
-pub const HOLD_MAX_BYTES: usize = 16 * 1024 * 1024;
-/// First delay before a refused batch is offered again.
-pub const RETRY_MIN: Duration = Duration::from_secs(1);
-/// Longest delay between offers of a refused batch.
-pub const RETRY_MAX: Duration = Duration::from_secs(30);
 /// Name of this component in the health registry.
 const COMPONENT: &str = "pipeline";
 
@@ -75,24 +74,19 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: Shutdown,
 ) {
-    Pipeline::new(&cfg, store, health, HOLD_MAX_BYTES)
-        .run(rx, shutdown)
-        .await;
+    Pipeline::new(&cfg, store, health).run(rx, shutdown).await;
 }
 
-/// Where finished batches go: the [`Store`], or a test double.
+/// Where finished batches go: the [`Store`]; a seam so that tests can watch commits in flight.
 trait Sink: Send + Sync + 'static {
-    /// Why a batch was refused.
-    type Error: fmt::Display + Send + 'static;
     /// Commits one batch.
     fn append(
         &self,
         batch: TelemetryBatch,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static;
 }
 
 impl Sink for Store {
-    type Error = StoreError;
     fn append(
         &self,
         batch: TelemetryBatch,
@@ -102,26 +96,40 @@ impl Sink for Store {
     }
 }
 
-/// A commit that was answered.
-struct Done<E> {
-    /// A copy of the batch, kept to offer it again if it was refused.
-    batch: TelemetryBatch,
-    result: Result<(), E>,
+/// What is left of a batch once handed to the store: enough to report its loss.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// Readings in the batch.
+    readings: u32,
+    /// Earliest reading time (UTC ms).
+    first_ms: waymark_wire::Timestamp,
+    /// Latest reading time (UTC ms).
+    last_ms: waymark_wire::Timestamp,
 }
 
-type Commit<E> = Pin<Box<dyn Future<Output = Done<E>> + Send>>;
+/// A commit that was answered.
+struct Done {
+    sent: Sent,
+    result: Result<(), StoreError>,
+}
+
+type Commit = Pin<Box<dyn Future<Output = Done> + Send>>;
 
 /// Commits in flight, oldest first. They are always polled in this order, so the store
 /// receives them in the order they were started.
-struct InFlight<E>(VecDeque<Commit<E>>);
+struct InFlight(VecDeque<Commit>);
 
-impl<E: Send + 'static> InFlight<E> {
-    fn start<S: Sink<Error = E>>(&mut self, sink: &S, batch: TelemetryBatch) {
-        let copy = batch.clone();
+impl InFlight {
+    fn start<S: Sink>(&mut self, sink: &S, batch: TelemetryBatch) {
+        let sent = Sent {
+            readings: batch.readings,
+            first_ms: batch.first_ms,
+            last_ms: batch.last_ms,
+        };
         let commit = sink.append(batch);
         self.0.push_back(Box::pin(async move {
             Done {
-                batch: copy,
+                sent,
                 result: commit.await,
             }
         }));
@@ -136,7 +144,7 @@ impl<E: Send + 'static> InFlight<E> {
     }
 
     /// The next commit to be answered. Pending forever when none is in flight.
-    fn next_done(&mut self) -> impl Future<Output = Done<E>> + '_ {
+    fn next_done(&mut self) -> impl Future<Output = Done> + '_ {
         poll_fn(move |cx| {
             for i in 0..self.0.len() {
                 if let Poll::Ready(done) = self.0[i].as_mut().poll(cx) {
@@ -149,28 +157,15 @@ impl<E: Send + 'static> InFlight<E> {
     }
 }
 
-/// Batches the store refused, oldest first, waiting to be offered again.
-#[derive(Default)]
-struct Hold {
-    batches: VecDeque<TelemetryBatch>,
-    bytes: usize,
-    /// When the front batch may be offered again; `None` = now.
-    retry_at: Option<Instant>,
-    /// The next backoff delay.
-    delay: Duration,
-    /// A refusal was reported (health degraded) and not yet cleared.
-    degraded: bool,
-}
-
 struct Pipeline<S: Sink> {
     filter: Filter,
     batcher: Batcher,
     max_bytes: usize,
     sink: S,
     health: Arc<Health>,
-    in_flight: InFlight<S::Error>,
-    hold: Hold,
-    hold_max_bytes: usize,
+    in_flight: InFlight,
+    /// A commit failed (health set to down); not reported again.
+    store_lost: bool,
     /// `batcher.oversized()` already counted and logged.
     oversized_seen: u64,
 }
@@ -182,7 +177,7 @@ fn wall_ms() -> waymark_wire::Timestamp {
 }
 
 impl<S: Sink> Pipeline<S> {
-    fn new(cfg: &PipelineConfig, sink: S, health: Arc<Health>, hold_max_bytes: usize) -> Self {
+    fn new(cfg: &PipelineConfig, sink: S, health: Arc<Health>) -> Self {
         let window = Duration::from_millis(cfg.batch_window_ms);
         Pipeline {
             filter: Filter::new(cfg),
@@ -191,11 +186,7 @@ impl<S: Sink> Pipeline<S> {
             sink,
             health,
             in_flight: InFlight(VecDeque::new()),
-            hold: Hold {
-                delay: RETRY_MIN,
-                ..Hold::default()
-            },
-            hold_max_bytes,
+            store_lost: false,
             oversized_seen: 0,
         }
     }
@@ -207,7 +198,7 @@ impl<S: Sink> Pipeline<S> {
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
         loop {
-            let wake = self.next_wake();
+            let wake = self.batcher.deadline().map(Instant::from_std);
             if wake != armed {
                 if let Some(at) = wake {
                     sleep.as_mut().reset(at);
@@ -225,7 +216,6 @@ impl<S: Sink> Pipeline<S> {
                     if let Some(batch) = self.batcher.poll(Instant::now().into_std()) {
                         self.flush(batch).await;
                     }
-                    self.pump();
                 }
                 n = rx.recv_many(&mut inbox, RECV_CHUNK) => {
                     if n == 0 {
@@ -237,20 +227,6 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         self.drain(rx, inbox).await;
-    }
-
-    /// The earliest of the batch deadline and the retry of a held batch.
-    fn next_wake(&self) -> Option<Instant> {
-        let batch = self.batcher.deadline().map(Instant::from_std);
-        let retry = if self.in_flight.is_empty() {
-            self.hold.retry_at
-        } else {
-            None
-        };
-        match (batch, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
     }
 
     /// Filters and batches a chunk of readings (emptying `inbox`).
@@ -277,7 +253,9 @@ impl<S: Sink> Pipeline<S> {
             warn!(
                 readings = oversized,
                 batch_max_bytes = self.max_bytes,
-                "Readings larger than a whole batch were dropped."
+                max_string_bytes = waymark_wire::telemetry::MAX_STRING_LEN,
+                "Readings that fit in no batch (larger than a whole batch, or a signal, unit, \
+                 source or text longer than the codec allows) were dropped."
             );
         }
     }
@@ -295,99 +273,51 @@ impl<S: Sink> Pipeline<S> {
         }
     }
 
-    /// Starts the commit of `batch`, or queues it behind held batches. Waits while
-    /// [`MAX_COMMITS_IN_FLIGHT`] commits are pending.
+    /// Starts the commit of `batch`. Waits while [`MAX_COMMITS_IN_FLIGHT`] commits are
+    /// pending.
     async fn submit(&mut self, batch: TelemetryBatch) {
-        while self.hold.batches.is_empty() && self.in_flight.len() >= MAX_COMMITS_IN_FLIGHT {
+        while self.in_flight.len() >= MAX_COMMITS_IN_FLIGHT {
             let done = self.in_flight.next_done().await;
             self.finished(done);
         }
-        if self.hold.batches.is_empty() {
-            self.in_flight.start(&self.sink, batch);
-        } else {
-            self.hold_back(batch);
-            self.pump();
-        }
+        self.in_flight.start(&self.sink, batch);
     }
 
-    /// Books the answer to a commit.
-    fn finished(&mut self, done: Done<S::Error>) {
-        match done.result {
-            Ok(()) => {
-                // `readings_stored` / `batches_stored` are counted by the store at commit.
-                // The store works: offer held batches now, with the backoff reset.
-                self.hold.retry_at = None;
-                self.hold.delay = RETRY_MIN;
-                if self.hold.degraded && self.hold.batches.is_empty() {
-                    self.hold.degraded = false;
-                    info!("The store takes telemetry again.");
-                    self.health.set(COMPONENT, HealthState::Ok, None, wall_ms());
-                }
-                self.pump();
-            }
-            Err(e) => {
-                let delay = self.hold.delay;
-                warn!(
-                    error = %e,
-                    readings = done.batch.readings,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "The store refused a telemetry batch; holding it in memory."
-                );
-                self.hold.degraded = true;
-                self.health.set(
-                    COMPONENT,
-                    HealthState::Degraded,
-                    Some(format!("store refuses telemetry: {e}")),
-                    wall_ms(),
-                );
-                self.hold.bytes += done.batch.payload.len();
-                self.hold.batches.push_front(done.batch);
-                self.hold.retry_at = Some(Instant::now() + delay);
-                self.hold.delay = (delay * 2).min(RETRY_MAX);
-                self.trim_hold();
-            }
-        }
-    }
-
-    fn hold_back(&mut self, batch: TelemetryBatch) {
-        self.hold.bytes += batch.payload.len();
-        self.hold.batches.push_back(batch);
-        self.trim_hold();
-    }
-
-    /// Drops the oldest held batches beyond the bound (always keeping the newest one).
-    fn trim_hold(&mut self) {
-        while self.hold.bytes > self.hold_max_bytes && self.hold.batches.len() > 1 {
-            if let Some(lost) = self.hold.batches.pop_front() {
-                self.hold.bytes -= lost.payload.len();
-                Health::add(
-                    &self.health.counters.readings_lost_store_unavailable,
-                    u64::from(lost.readings),
-                );
-                error!(
-                    readings = lost.readings,
-                    hold_max_bytes = self.hold_max_bytes,
-                    "The store refuses telemetry and the hold is full; dropped the oldest batch."
-                );
-            }
-        }
-    }
-
-    /// Offers the oldest held batch again when its retry is due and nothing is in flight.
-    fn pump(&mut self) {
-        let due = self.hold.retry_at.is_none_or(|at| at <= Instant::now());
-        if due
-            && self.in_flight.is_empty()
-            && let Some(batch) = self.hold.batches.pop_front()
-        {
-            self.hold.bytes -= batch.payload.len();
-            self.hold.retry_at = None;
-            self.in_flight.start(&self.sink, batch);
+    /// Books the answer to a commit. `readings_stored` / `batches_stored` are the store's to
+    /// count; a refused batch is lost and counted here.
+    fn finished(&mut self, done: Done) {
+        let Err(e) = done.result else {
+            return;
+        };
+        let Sent {
+            readings,
+            first_ms,
+            last_ms,
+        } = done.sent;
+        Health::add(
+            &self.health.counters.readings_lost_store_unavailable,
+            u64::from(readings),
+        );
+        error!(
+            error = %e,
+            readings,
+            first_ms,
+            last_ms,
+            "The store refused a telemetry batch; its readings are lost."
+        );
+        if !self.store_lost {
+            self.store_lost = true;
+            self.health.set(
+                COMPONENT,
+                HealthState::Down,
+                Some(format!("store refuses telemetry: {e}")),
+                wall_ms(),
+            );
         }
     }
 
     /// Shutdown: takes what is already in the channel, commits everything pending and waits
-    /// for the answers; held batches get one last offer each.
+    /// for the answers.
     async fn drain(mut self, mut rx: mpsc::Receiver<Reading>, mut inbox: Vec<Reading>) {
         rx.close();
         while let Ok(r) = rx.try_recv() {
@@ -404,70 +334,99 @@ impl<S: Sink> Pipeline<S> {
             let done = self.in_flight.next_done().await;
             self.finished(done);
         }
-        while let Some(batch) = self.hold.batches.pop_front() {
-            let readings = batch.readings;
-            match self.sink.append(batch).await {
-                Ok(()) => {}
-                Err(e) => {
-                    Health::add(
-                        &self.health.counters.readings_lost_store_unavailable,
-                        u64::from(readings),
-                    );
-                    error!(error = %e, readings, "Shutdown: the store refused a held batch; it is lost.");
-                }
-            }
-        }
         let c = self.health.counters.snapshot();
         info!(
             readings_in = c.readings_in,
             readings_stored = c.readings_stored,
             batches_stored = c.batches_stored,
-            "Pipeline stopped; pending telemetry committed."
+            readings_lost_store_unavailable = c.readings_lost_store_unavailable,
+            "Pipeline stopped; pending telemetry handed to the store."
         );
     }
 }
 
-/// Encodes `readings` into batches of at most `max_bytes`, appended to `out`. Normally one
-/// batch: the batcher keeps the size bound. Should an encoding still come out too large (or
-/// fail), the readings are split in halves until each part fits; a single reading that does
-/// not fit is dropped. Returns how many readings were dropped.
+/// Encodes `readings` into batches of at most `max_bytes`, appended to `out` in order, and
+/// returns how many readings were dropped.
+///
+/// Normally one batch: the [`Batcher`] keeps every batch within the codec's limits and the
+/// size bound. Should an encoding still fail or come out too large (a bug), the readings are
+/// split in halves until each part encodes within `max_bytes`; a single reading that does
+/// not is dropped. The failure and every dropped reading are logged at ERROR.
 fn encode_batches(readings: &[Reading], max_bytes: usize, out: &mut Vec<TelemetryBatch>) -> u64 {
     if readings.is_empty() {
         return 0;
     }
-    match waymark_wire::telemetry::encode(readings) {
-        Ok(payload) if payload.len() <= max_bytes => {
-            let (first_ms, last_ms) = readings.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
-                (lo.min(r.time), hi.max(r.time))
-            });
-            out.push(TelemetryBatch {
-                payload,
-                readings: u32::try_from(readings.len()).unwrap_or(u32::MAX),
-                first_ms,
-                last_ms,
-            });
+    match encode_within(readings, max_bytes) {
+        Ok(batch) => {
+            out.push(batch);
             0
         }
-        result => {
-            let why = match result {
-                Ok(payload) => format!("{} bytes, over the {max_bytes} byte limit", payload.len()),
-                Err(e) => e.to_string(),
-            };
-            if let [r] = readings {
-                error!(signal = %r.signal, source = %r.source, reason = %why, "Cannot encode a reading; dropped.");
-                return 1;
-            }
-            warn!(readings = readings.len(), reason = %why, "Batch encoding failed; splitting it.");
-            let (a, b) = readings.split_at(readings.len() / 2);
-            encode_batches(a, max_bytes, out) + encode_batches(b, max_bytes, out)
+        Err(why) => {
+            error!(
+                readings = readings.len(),
+                max_bytes,
+                reason = %why,
+                "A telemetry batch did not encode within its limits (the batcher should \
+                 prevent this); splitting it to keep the other readings."
+            );
+            split(readings, max_bytes, out)
         }
     }
 }
 
+/// Encodes both halves of `readings` (which did not encode whole), halving again what does
+/// not encode; drops and logs single readings that do not. Returns how many were dropped.
+fn split(readings: &[Reading], max_bytes: usize, out: &mut Vec<TelemetryBatch>) -> u64 {
+    let (a, b) = readings.split_at(readings.len() / 2);
+    let mut dropped = 0;
+    for part in [a, b] {
+        if part.is_empty() {
+            continue;
+        }
+        match encode_within(part, max_bytes) {
+            Ok(batch) => out.push(batch),
+            Err(why) => match part {
+                [r] => {
+                    error!(
+                        signal = %r.signal,
+                        source = %r.source,
+                        time = r.time,
+                        reason = %why,
+                        "Cannot encode a reading; dropped."
+                    );
+                    dropped += 1;
+                }
+                _ => dropped += split(part, max_bytes, out),
+            },
+        }
+    }
+    dropped
+}
+
+/// One batch of `readings` if it encodes within `max_bytes`, else why not.
+fn encode_within(readings: &[Reading], max_bytes: usize) -> Result<TelemetryBatch, String> {
+    let payload = waymark_wire::telemetry::encode(readings).map_err(|e| e.to_string())?;
+    if payload.len() > max_bytes {
+        return Err(format!(
+            "{} bytes, over the {max_bytes} byte limit",
+            payload.len()
+        ));
+    }
+    let (first_ms, last_ms) = readings.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+        (lo.min(r.time), hi.max(r.time))
+    });
+    Ok(TelemetryBatch {
+        payload,
+        readings: u32::try_from(readings.len()).unwrap_or(u32::MAX),
+        first_ms,
+        last_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    //! The task with paused tokio time, against the store and against test sinks that
-    //! refuse, delay and record.
+    //! The task with paused tokio time, against the SQLite store (open or closed) and against
+    //! a test sink that delays and records commits.
 
     use std::sync::Mutex;
 
@@ -505,15 +464,24 @@ mod tests {
         range.map(reading).collect()
     }
 
-    /// Waits (on paused time) until the counters satisfy `done`.
-    async fn settle(health: &Health, done: impl Fn(&CountersSnapshot) -> bool) {
+    /// Waits (on paused time) until `done` holds; panics with `state()` if it never does.
+    async fn until(done: impl Fn() -> bool, state: impl Fn() -> String) {
         for _ in 0..100_000 {
-            if done(&health.counters.snapshot()) {
+            if done() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        panic!("not settled: {:?}", health.counters.snapshot());
+        panic!("not settled: {}", state());
+    }
+
+    /// Waits (on paused time) until the counters satisfy `done`.
+    async fn settle(health: &Health, done: impl Fn(&CountersSnapshot) -> bool) {
+        until(
+            || done(&health.counters.snapshot()),
+            || format!("{:?}", health.counters.snapshot()),
+        )
+        .await;
     }
 
     async fn rows(store: &Store) -> Vec<OutboxRow> {
@@ -609,12 +577,16 @@ mod tests {
         let max_bytes = 1024;
         let per = waymark_wire::telemetry::reading_size_bound(&reading(0));
         let fit = (max_bytes - waymark_wire::telemetry::BATCH_OVERHEAD_BOUND) / per;
-        let h = start(cfg(1000, 2000, max_bytes));
+        // A long window: paused time moves on while the test waits for the store's writer
+        // thread, and on a busy machine that must not reach the window.
+        let window = Duration::from_secs(60);
+        let h = start(cfg(window.as_millis() as u64, 2000, max_bytes));
+        let t = tokio::time::Instant::now();
         let n = 2 * fit + 3;
         h.send(&readings(0..n as i64)).await;
         // Two full batches go at once, long before the window ends.
         settle(&h.health, |c| c.batches_stored == 2).await;
-        assert!(tokio::time::Instant::now().elapsed() < Duration::from_millis(1000));
+        assert!(t.elapsed() < window);
         let first = rows(&h.store).await;
         assert_eq!(
             first
@@ -626,6 +598,7 @@ mod tests {
         assert!(first.iter().all(|r| r.payload.len() <= max_bytes));
         assert_eq!(first[0].payload, encode(&readings(0..fit as i64)).unwrap());
         // The rest goes when its window ends.
+        tokio::time::sleep_until(t + window).await;
         settle(&h.health, |c| c.batches_stored == 3).await;
         assert_eq!(rows(&h.store).await[2].readings, 3);
         assert_eq!(h.health.counters.snapshot().readings_stored, n as u64);
@@ -725,14 +698,130 @@ mod tests {
         h.task.await.unwrap();
     }
 
-    /// A sink that can refuse, delay and record.
+    #[tokio::test(start_paused = true)]
+    async fn readings_beyond_codec_limits_are_rejected_up_front() {
+        // Large batches: only the codec's per-string limit can reject these readings.
+        let h = start(cfg(100, 2000, 1 << 20));
+        let long = "x".repeat(waymark_wire::telemetry::MAX_STRING_LEN + 1);
+        let mut rs = readings(0..6);
+        rs[1].value = Value::Text(long.clone());
+        rs[3].signal = long.clone();
+        rs[4].source = long;
+        h.send(&rs).await;
+        settle(&h.health, |c| c.batches_stored == 1).await;
+        let snap = h.health.counters.snapshot();
+        assert_eq!(
+            (
+                snap.readings_in,
+                snap.readings_oversized,
+                snap.readings_stored
+            ),
+            (6, 3, 3)
+        );
+        let stored = rows(&h.store).await;
+        assert_eq!(stored.len(), 1);
+        let kept = [reading(0), reading(2), reading(5)];
+        assert_eq!(stored[0].payload, encode(&kept).unwrap());
+        assert_eq!(
+            waymark_wire::telemetry::decode(&stored[0].payload).unwrap(),
+            kept
+        );
+        h.trigger.fire();
+        h.task.await.unwrap();
+    }
+
+    /// A store that was closed: every request answers [`StoreError::Closed`].
+    async fn closed_store(health: &Arc<Health>) -> (Store, tempfile::TempDir) {
+        let (store, dir) = open_store(health);
+        store.clone().close().await.unwrap();
+        assert!(matches!(
+            store
+                .fetch(Fetch {
+                    after: LaneCursors::default(),
+                    live_since_ms: 0,
+                    max_rows: 1,
+                    max_bytes: 1,
+                })
+                .await,
+            Err(StoreError::Closed)
+        ));
+        (store, dir)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_refused_by_a_closed_store_are_counted_as_lost() {
+        let health = Arc::new(Health::default());
+        let (store, _dir) = closed_store(&health).await;
+        let (tx, rx) = mpsc::channel(4096);
+        let trigger = Trigger::new();
+        let task = tokio::spawn(run(
+            cfg(100, 3, 65536),
+            rx,
+            store,
+            health.clone(),
+            trigger.subscribe(),
+        ));
+        for r in readings(0..7) {
+            tx.send(r).await.unwrap();
+        }
+        // Two full batches are refused at once, the third when its window ends; the
+        // pipeline keeps nothing to retry.
+        settle(&health, |c| c.readings_lost_store_unavailable == 7).await;
+        let pipeline = &health.components()[COMPONENT];
+        assert_eq!(pipeline.state, HealthState::Down);
+        assert!(
+            pipeline
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("store closed")),
+            "{pipeline:?}"
+        );
+        // It keeps taking readings (the sources are not blocked) and losing them visibly.
+        for r in readings(7..9) {
+            tx.send(r).await.unwrap();
+        }
+        trigger.fire();
+        task.await.unwrap();
+        let c = health.counters.snapshot();
+        assert_eq!(
+            (
+                c.readings_in,
+                c.readings_lost_store_unavailable,
+                c.readings_stored,
+                c.batches_stored
+            ),
+            (9, 9, 0, 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_into_a_closed_store_counts_the_last_batch_and_returns() {
+        let health = Arc::new(Health::default());
+        let (store, _dir) = closed_store(&health).await;
+        let (tx, rx) = mpsc::channel(4096);
+        for r in readings(0..4) {
+            tx.try_send(r).unwrap();
+        }
+        let trigger = Trigger::new();
+        trigger.fire();
+        run(
+            cfg(60_000, 2000, 65536),
+            rx,
+            store,
+            health.clone(),
+            trigger.subscribe(),
+        )
+        .await;
+        let c = health.counters.snapshot();
+        assert_eq!((c.readings_in, c.readings_lost_store_unavailable), (4, 4));
+    }
+
+    /// A sink that delays commits and records them.
     #[derive(Clone, Default)]
     struct TestSink(Arc<Mutex<SinkState>>);
 
     #[derive(Default)]
     struct SinkState {
-        refuse_next: usize,
-        refuse_all: bool,
         delay: Duration,
         /// `first_ms` of every batch offered, in the order the offers reached the sink.
         offered: Vec<i64>,
@@ -748,20 +837,15 @@ mod tests {
     }
 
     impl Sink for TestSink {
-        type Error = String;
         fn append(
             &self,
             batch: TelemetryBatch,
-        ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
             let sink = self.clone();
             async move {
                 let delay = {
                     let mut s = sink.state();
                     s.offered.push(batch.first_ms);
-                    if s.refuse_all || s.refuse_next > 0 {
-                        s.refuse_next = s.refuse_next.saturating_sub(1);
-                        return Err("attempt to write a readonly database".to_string());
-                    }
                     s.in_flight += 1;
                     s.max_in_flight = s.max_in_flight.max(s.in_flight);
                     s.delay
@@ -775,34 +859,23 @@ mod tests {
         }
     }
 
-    fn start_with(
-        cfg: PipelineConfig,
-        sink: TestSink,
-        hold_max_bytes: usize,
-    ) -> (
-        mpsc::Sender<Reading>,
-        Trigger,
-        Arc<Health>,
-        tokio::task::JoinHandle<()>,
-    ) {
-        let health = Arc::new(Health::default());
-        let (tx, rx) = mpsc::channel(4096);
-        let trigger = Trigger::new();
-        let pipeline = Pipeline::new(&cfg, sink, health.clone(), hold_max_bytes);
-        let task = tokio::spawn(pipeline.run(rx, trigger.subscribe()));
-        (tx, trigger, health, task)
-    }
-
     #[tokio::test(start_paused = true)]
     async fn commits_are_ordered_and_at_most_two_in_flight() {
         let sink = TestSink::default();
         sink.state().delay = Duration::from_millis(50);
-        let (tx, trigger, health, task) =
-            start_with(cfg(60_000, 2, 65536), sink.clone(), HOLD_MAX_BYTES);
+        let health = Arc::new(Health::default());
+        let (tx, rx) = mpsc::channel(4096);
+        let trigger = Trigger::new();
+        let pipeline = Pipeline::new(&cfg(60_000, 2, 65536), sink.clone(), health.clone());
+        let task = tokio::spawn(pipeline.run(rx, trigger.subscribe()));
         for r in readings(0..40) {
             tx.send(r).await.unwrap();
         }
-        settle(&health, |c| c.batches_stored == 20).await;
+        until(
+            || sink.state().stored.len() == 20,
+            || format!("{} stored", sink.state().stored.len()),
+        )
+        .await;
         {
             let s = sink.state();
             let expected: Vec<i64> = (0..20).map(|i| T0 + 2 * i).collect();
@@ -815,103 +888,19 @@ mod tests {
         task.await.unwrap();
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn refused_batches_are_held_and_retried_in_order() {
-        let sink = TestSink::default();
-        sink.state().refuse_next = 2;
-        let (tx, trigger, health, task) =
-            start_with(cfg(100, 2000, 65536), sink.clone(), HOLD_MAX_BYTES);
-        let t = tokio::time::Instant::now();
-        for r in readings(0..3) {
-            tx.send(r).await.unwrap();
-        }
-        // Flushed at 100 ms and refused: held, retried after 1 s.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(health.components()[COMPONENT].state, HealthState::Degraded);
-        // A newer batch queues behind the held one.
-        for r in readings(3..5) {
-            tx.send(r).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        // The retry at 1.1 s was refused too; the next is 2 s later.
-        assert_eq!(sink.state().offered, [T0, T0]);
-        assert!(sink.state().stored.is_empty());
-        settle(&health, |c| c.batches_stored == 2).await;
-        assert!(t.elapsed() >= Duration::from_millis(3100));
-        {
-            let s = sink.state();
-            assert_eq!(s.offered, [T0, T0, T0, T0 + 3]);
-            assert_eq!(
-                s.stored.iter().map(|b| b.readings).collect::<Vec<_>>(),
-                [3, 2]
-            );
-        }
-        assert_eq!(health.components()[COMPONENT].state, HealthState::Ok);
-        let c = health.counters.snapshot();
-        assert_eq!(
-            (c.readings_stored, c.readings_lost_store_unavailable),
-            (5, 0)
-        );
-        trigger.fire();
-        task.await.unwrap();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn hold_is_bounded_and_losses_are_counted() {
-        let sink = TestSink::default();
-        sink.state().refuse_all = true;
-        // Room for one batch in the hold.
-        let (tx, trigger, health, task) = start_with(cfg(100, 2000, 65536), sink.clone(), 1);
-        for i in 0..3 {
-            for r in readings(i * 10..i * 10 + 4) {
-                tx.send(r).await.unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        // Three batches of 4; the hold keeps only the newest.
-        let c = health.counters.snapshot();
-        assert_eq!(
-            (
-                c.readings_in,
-                c.readings_lost_store_unavailable,
-                c.readings_stored
-            ),
-            (12, 8, 0)
-        );
-        trigger.fire();
-        task.await.unwrap();
-        // At shutdown the held batch gets one last offer, refused: lost and counted.
-        let c = health.counters.snapshot();
-        assert_eq!(
-            (c.readings_lost_store_unavailable, c.readings_stored),
-            (12, 0)
-        );
-        assert_eq!(sink.state().offered.last(), Some(&(T0 + 20)));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn shutdown_offers_held_batches_once_more() {
-        let sink = TestSink::default();
-        sink.state().refuse_next = 1;
-        let (tx, trigger, health, task) =
-            start_with(cfg(100, 2000, 65536), sink.clone(), HOLD_MAX_BYTES);
-        for r in readings(0..4) {
-            tx.send(r).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(health.counters.snapshot().batches_stored, 0);
-        trigger.fire();
-        task.await.unwrap();
-        let c = health.counters.snapshot();
-        assert_eq!(
-            (c.readings_stored, c.readings_lost_store_unavailable),
-            (4, 0)
-        );
+    /// Readings whose float values do not compress, so a batch grows with every reading.
+    fn noisy(range: std::ops::Range<i64>) -> Vec<Reading> {
+        range
+            .map(|i| Reading {
+                value: Value::Num((i as f64 + 1.0).sqrt() * std::f64::consts::PI),
+                ..reading(i)
+            })
+            .collect()
     }
 
     #[test]
-    fn encode_batches_splits_what_does_not_fit() {
-        let rs = readings(0..8);
+    fn encode_batches_keeps_what_fits_whole() {
+        let rs = noisy(0..8);
         let whole = encode(&rs).unwrap().len();
         let mut out = Vec::new();
         assert_eq!(encode_batches(&rs, whole, &mut out), 0);
@@ -920,28 +909,58 @@ mod tests {
             (out[0].readings, out[0].first_ms, out[0].last_ms),
             (8, T0, T0 + 7)
         );
-
-        // A limit the encoding does not meet (a broken size bound) splits the batch.
-        let mut out = Vec::new();
-        assert_eq!(encode_batches(&rs, whole / 2, &mut out), 0);
-        assert!(out.len() >= 2);
-        assert!(out.iter().all(|b| b.payload.len() <= whole / 2));
-        assert_eq!(out.iter().map(|b| b.readings).sum::<u32>(), 8);
-        let firsts: Vec<i64> = out.iter().map(|b| b.first_ms).collect();
-        assert!(
-            firsts.windows(2).all(|w| w[0] < w[1]),
-            "order kept: {firsts:?}"
-        );
-
-        // A single reading that cannot fit is dropped and counted.
-        let mut out = Vec::new();
-        assert_eq!(encode_batches(&rs[..1], 1, &mut out), 1);
-        assert!(out.is_empty());
+        assert_eq!(out[0].payload, encode(&rs).unwrap());
         assert_eq!(encode_batches(&[], 1, &mut out), 0);
+        assert_eq!(out.len(), 1);
 
         // first_ms / last_ms are the earliest and latest times, whatever the order.
         let mut out = Vec::new();
         encode_batches(&[reading(5), reading(2), reading(9)], 1 << 20, &mut out);
         assert_eq!((out[0].first_ms, out[0].last_ms), (T0 + 2, T0 + 9));
+    }
+
+    #[test]
+    fn encode_batches_splits_what_does_not_fit() {
+        // A limit the encoding does not meet (as with a broken size bound) splits the batch;
+        // every reading still fits alone.
+        let rs = noisy(0..8);
+        let whole = encode(&rs).unwrap().len();
+        let single = rs
+            .iter()
+            .map(|r| encode(std::slice::from_ref(r)).unwrap().len())
+            .max()
+            .unwrap();
+        let limit = single.max(whole / 2);
+        assert!(limit < whole, "single {single}, whole {whole}");
+        let mut out = Vec::new();
+        assert_eq!(encode_batches(&rs, limit, &mut out), 0);
+        assert!(out.len() >= 2);
+        assert!(out.iter().all(|b| b.payload.len() <= limit));
+        let back: Vec<Reading> = out
+            .iter()
+            .flat_map(|b| waymark_wire::telemetry::decode(&b.payload).unwrap())
+            .collect();
+        assert_eq!(back, rs, "nothing lost, order kept");
+
+        // A single reading that cannot fit is dropped and counted.
+        let mut out = Vec::new();
+        assert_eq!(encode_batches(&rs[..1], 1, &mut out), 1);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn encode_error_drops_only_the_reading_the_codec_refuses() {
+        let mut rs = noisy(0..9);
+        rs[3].value = Value::Text("x".repeat(waymark_wire::telemetry::MAX_STRING_LEN + 1));
+        assert!(encode(&rs).is_err());
+        let mut out = Vec::new();
+        assert_eq!(encode_batches(&rs, 1 << 20, &mut out), 1);
+        let back: Vec<Reading> = out
+            .iter()
+            .flat_map(|b| waymark_wire::telemetry::decode(&b.payload).unwrap())
+            .collect();
+        rs.remove(3);
+        assert_eq!(back, rs, "the others kept, in order");
+        assert_eq!(out.iter().map(|b| b.readings).sum::<u32>(), 8);
     }
 }
