@@ -9,8 +9,10 @@
 //! Run: `cargo bench -p waymark-gateway --bench e2e_throughput` (`WAYMARK_BENCH_RECORDS=N`
 //! for a smaller run). Figures are recorded in `docs/benchmarks.md`.
 
+// Benchmark harness: an unwrap that fails aborts the measurement, it is not input handling.
+#![allow(clippy::unwrap_used, clippy::let_underscore_must_use)]
+
 #[path = "../../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::io::Write;

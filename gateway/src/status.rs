@@ -64,39 +64,45 @@ fn human_age(age_s: Option<f64>) -> String {
 
 /// The human table.
 pub fn table(path: &Path, stats: &StoreStats, now_ms: i64) -> String {
-    use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(
+    // Writing into a String cannot fail.
+    write_table(&mut out, path, stats, now_ms).ok();
+    out
+}
+
+fn write_table(out: &mut String, path: &Path, stats: &StoreStats, now_ms: i64) -> std::fmt::Result {
+    use std::fmt::Write;
+    writeln!(
         out,
         "store      {}  ({} bytes on disk)",
         path.display(),
         stats.db_file_bytes
-    );
-    let _ = writeln!(
+    )?;
+    writeln!(
         out,
         "\nlane        rows       bytes    readings  oldest unsent"
-    );
+    )?;
     for (name, l) in [
         ("alert", &stats.alert),
         ("milestone", &stats.milestone),
         ("telemetry", &stats.telemetry),
     ] {
-        let _ = writeln!(
+        writeln!(
             out,
             "{name:<10} {:>5} {:>11} {:>11}  {}",
             l.rows,
             l.bytes,
             l.readings,
             human_age(l.oldest_created_ms.map(|t| age_s(now_ms, t)))
-        );
+        )?;
     }
     let c = &stats.counters;
-    let _ = writeln!(
+    writeln!(
         out,
         "\ndropped    {} telemetry rows ({} readings) for space; {} events expired",
         c.telemetry_dropped_rows, c.telemetry_dropped_readings, c.events_expired
-    );
-    let _ = writeln!(
+    )?;
+    writeln!(
         out,
         "last PUBACK {}",
         match stats.last_puback_ms {
@@ -107,9 +113,9 @@ pub fn table(path: &Path, stats: &StoreStats, now_ms: i64) -> String {
             ),
             None => "never".to_string(),
         }
-    );
-    let _ = writeln!(out, "next event sequence {}", stats.next_sequence);
-    out
+    )?;
+    writeln!(out, "next event sequence {}", stats.next_sequence)?;
+    Ok(())
 }
 
 /// Prints the status of the store at `path`.

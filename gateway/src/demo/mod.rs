@@ -152,7 +152,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let trigger = Trigger::new();
     let (started_tx, started_rx) = oneshot::channel::<Running>();
     let gateway = tokio::spawn(run_with(config, trigger.subscribe(), move |r| {
-        let _ = started_tx.send(r);
+        // The receiver only goes away if the demo itself is being torn down.
+        started_tx.send(r).ok();
     }));
     let running = started_rx.await.context("gateway failed to start")?;
 
