@@ -43,10 +43,11 @@ fn line(i: u64, base_ms: i64) -> String {
     let mut l = format!(
         "{{\"kind\": \"reading\", \"signal\": \"{signal}\", \"value\": {value:.2}, \"unit\": \"celsius\", \"time\": \"{time}\"}}"
     );
-    while l.len() < 249 {
-        l.insert(l.len() - 1, ' ');
-    }
-    l.push('\n');
+    // Pad inside the object to ~250 bytes, like the peer comparison's records.
+    let pad = 249usize.saturating_sub(l.len());
+    l.pop();
+    l.extend(std::iter::repeat_n(' ', pad));
+    l.push_str("}\n");
     l
 }
 
@@ -82,6 +83,8 @@ reconnect_max_ms = 500
 [[sources]]
 type = "jsonl"
 tcp_listen = "{jsonl}"
+# One producer pushes everything: lift the per-connection rate limit (default 50000 lines/s).
+max_lines_per_s = 10000000
 "#,
             dir.path().join("buffer.db").display()
         ),
@@ -113,10 +116,14 @@ tcp_listen = "{jsonl}"
 
 /// (cpu seconds, peak RSS kB) from `/usr/bin/time -v` after the process exits.
 fn stop(mut run: Run) -> (f64, u64) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(run.child.id().to_string())
-        .status();
+    // `run.child` is /usr/bin/time; SIGTERM goes to the waymark process it runs, so that time
+    // sees it exit and writes its report.
+    let time_pid = run.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{time_pid}/task/{time_pid}/children"))
+        .unwrap_or_default();
+    for pid in children.split_whitespace() {
+        let _ = Command::new("kill").arg("-TERM").arg(pid).status();
+    }
     let _ = run.child.wait();
     let text = std::fs::read_to_string(&run.time_log).unwrap_or_default();
     let field = |name: &str| -> f64 {
