@@ -66,13 +66,13 @@ fn human_age(age_s: Option<f64>) -> String {
 pub fn table(path: &Path, stats: &StoreStats, now_ms: i64) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(
+    _ = writeln!(
         out,
         "store      {}  ({} bytes on disk)",
         path.display(),
         stats.db_file_bytes
     );
-    let _ = writeln!(
+    _ = writeln!(
         out,
         "\nlane        rows       bytes    readings  oldest unsent"
     );
@@ -81,7 +81,7 @@ pub fn table(path: &Path, stats: &StoreStats, now_ms: i64) -> String {
         ("milestone", &stats.milestone),
         ("telemetry", &stats.telemetry),
     ] {
-        let _ = writeln!(
+        _ = writeln!(
             out,
             "{name:<10} {:>5} {:>11} {:>11}  {}",
             l.rows,
@@ -91,12 +91,12 @@ pub fn table(path: &Path, stats: &StoreStats, now_ms: i64) -> String {
         );
     }
     let c = &stats.counters;
-    let _ = writeln!(
+    _ = writeln!(
         out,
         "\ndropped    {} telemetry rows ({} readings) for space; {} events expired",
         c.telemetry_dropped_rows, c.telemetry_dropped_readings, c.events_expired
     );
-    let _ = writeln!(
+    _ = writeln!(
         out,
         "last PUBACK {}",
         match stats.last_puback_ms {
@@ -108,7 +108,7 @@ pub fn table(path: &Path, stats: &StoreStats, now_ms: i64) -> String {
             None => "never".to_string(),
         }
     );
-    let _ = writeln!(out, "next event sequence {}", stats.next_sequence);
+    _ = writeln!(out, "next event sequence {}", stats.next_sequence);
     out
 }
 

@@ -152,7 +152,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let trigger = Trigger::new();
     let (started_tx, started_rx) = oneshot::channel::<Running>();
     let gateway = tokio::spawn(run_with(config, trigger.subscribe(), move |r| {
-        let _ = started_tx.send(r);
+        _ = started_tx.send(r);
     }));
     let running = started_rx.await.context("gateway failed to start")?;
 
