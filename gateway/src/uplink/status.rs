@@ -146,7 +146,7 @@ impl StatusDoc {
             backlog,
             counters: Counters {
                 process,
-                store: stats.and_then(|s| serde_json::to_value(&s.counters).ok()),
+                store: stats.and_then(|s| serde_json::to_value(s.counters).ok()),
             },
             health,
             last_puback: stats.and_then(|s| s.last_puback_ms).map(format_rfc3339_ms),
