@@ -526,7 +526,9 @@ fn disk_full_is_survived_and_recovers_when_space_returns() {
     }
     // Telemetry alone never fills the disk for events: on SQLITE_FULL the store deletes the
     // oldest telemetry to make room. Events only take space, so big ones fill it.
-    let telemetry_dropped = gw.status_json()["counters"]["telemetry_dropped_rows"].as_u64().unwrap_or(0);
+    let telemetry_dropped = gw.status_json()["counters"]["telemetry_dropped_rows"]
+        .as_u64()
+        .unwrap_or(0);
     let big = "x".repeat(30_000);
     for i in 0..400u64 {
         if refused > 0 {
@@ -664,5 +666,8 @@ fn check_config_names_key_and_line_with_exit_code_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("vehicle.colour") && err.contains("bad.toml:3:1:"), "{err}");
+    assert!(
+        err.contains("vehicle.colour") && err.contains("bad.toml:3:1:"),
+        "{err}"
+    );
 }
