@@ -1080,16 +1080,16 @@ mod tests {
         assert_eq!(f.on_puback(1), acked(&[1, 2, 3]));
         assert_eq!(f.session_lost(), 3, "rows 4, 5 and 6 were in flight");
         for id in 1..=3 {
-            assert!(f.is_tracked(id), "acknowledged rows are not handed out again");
+            assert!(
+                f.is_tracked(id),
+                "acknowledged rows are not handed out again"
+            );
         }
         for id in 4..=6 {
             assert!(!f.is_tracked(id));
         }
         // The refetch hands out 4, 5, 6; they are merged differently this time.
-        assert_eq!(
-            f.accept_fetched((1..=6).map(|id| row(id, Cursor::Live))),
-            3
-        );
+        assert_eq!(f.accept_fetched((1..=6).map(|id| row(id, Cursor::Live))), 3);
         submit_merged_taken(&mut f, 1);
         submit_merged_taken(&mut f, 2);
         assert_eq!(

@@ -356,7 +356,9 @@ impl Driver {
                 let Some(publish) = self.inflight.take_ready() else {
                     return;
                 };
-                self.submit(publish);
+                if !self.submit(publish) {
+                    return;
+                }
                 continue;
             }
             if self.prepare_telemetry() {
@@ -403,8 +405,9 @@ impl Driver {
         }
     }
 
-    /// Hands one publish to the client.
-    fn submit(&mut self, publish: Publish) {
+    /// Hands one publish to the client; false if the client refused it (its rows are
+    /// fetched again later).
+    fn submit(&mut self, publish: Publish) -> bool {
         let topic = match publish.stream {
             Stream::Events => &self.s.topic_events,
             _ => &self.s.topic_telemetry,
@@ -414,10 +417,14 @@ impl Driver {
             .client
             .try_publish(topic.as_str(), QoS::AtLeastOnce, false, publish.payload)
         {
-            Ok(()) => self.inflight.submitted(tag),
+            Ok(()) => {
+                self.inflight.submitted(tag);
+                true
+            }
             Err(e) => {
-                error!(rows = ?publish.row_ids, error = %e, "MQTT client refused a publish.");
-                self.inflight.submit_failed(&publish.row_ids);
+                error!(rows = ?tag.row_ids(), error = %e, "MQTT client refused a publish.");
+                self.inflight.submit_failed(tag.row_ids());
+                false
             }
         }
     }
