@@ -231,6 +231,13 @@ pub struct MqttConfig {
     /// Telemetry younger than this is "live" and goes before older backlog. Default 60 s.
     #[serde(default = "default_live_window_s")]
     pub live_window_s: u64,
+    /// Committed telemetry batches wait (durably, in the store) until the oldest is this old,
+    /// then go out merged into as few messages as fit the packet limit: fewer, much smaller
+    /// messages per reading. They go at once when they fill a message, when there is backlog,
+    /// and on shutdown; events never wait. 0 = publish each batch alone as soon as it is
+    /// committed. 0 to 600000 ms. Default 10000 ms.
+    #[serde(default = "default_telemetry_publish_interval_ms")]
+    pub telemetry_publish_interval_ms: u64,
 }
 
 /// `[[sources]]`: one source of readings and/or events, selected by `type`.
@@ -311,6 +318,8 @@ pub mod limits {
     pub const CONNECT_TIMEOUT_S: (u64, u64) = (1, 300);
     /// `mqtt.inflight` range.
     pub const INFLIGHT: (u16, u16) = (1, 1024);
+    /// `mqtt.telemetry_publish_interval_ms` range (0 = no waiting, no merging).
+    pub const TELEMETRY_PUBLISH_INTERVAL_MS: (u64, u64) = (0, 600_000);
     /// `[[sources]] max_line_bytes` range for `jsonl`.
     pub const JSONL_LINE_BYTES: (usize, usize) = (256, 1024 * 1024);
     /// Longest source name.
@@ -920,6 +929,11 @@ impl Validator {
         if m.status_interval_s == 0 {
             self.bad(at("status_interval_s"), "must be at least 1");
         }
+        self.range(
+            at("telemetry_publish_interval_ms"),
+            m.telemetry_publish_interval_ms,
+            limits::TELEMETRY_PUBLISH_INTERVAL_MS,
+        );
         if m.max_bytes_per_s != 0 && m.max_bytes_per_s < pipeline.batch_max_bytes as u64 {
             self.bad(
                 at("max_bytes_per_s"),
@@ -1227,6 +1241,9 @@ fn default_status_interval_s() -> u64 {
 }
 fn default_live_window_s() -> u64 {
     60
+}
+fn default_telemetry_publish_interval_ms() -> u64 {
+    10_000
 }
 fn default_jsonl_name() -> String {
     "jsonl".to_string()
@@ -1812,6 +1829,10 @@ tls = false
             ),
             ("status_interval_s = 0", "mqtt.status_interval_s"),
             ("max_bytes_per_s = 1000", "mqtt.max_bytes_per_s"),
+            (
+                "telemetry_publish_interval_ms = 600001",
+                "mqtt.telemetry_publish_interval_ms",
+            ),
         ] {
             at(&invalid(&format!("{BASE}{kv}\n")), key, 7, 1);
         }
@@ -1822,6 +1843,8 @@ tls = false
             "reconnect_min_ms = 1000\nreconnect_max_ms = 1000",
             "max_bytes_per_s = 65536",
             "max_bytes_per_s = 0",
+            "telemetry_publish_interval_ms = 0",
+            "telemetry_publish_interval_ms = 600000",
         ] {
             assert!(check(&format!("{BASE}{ok}\n")).is_ok(), "{ok}");
         }

@@ -50,14 +50,18 @@ counters! {
     /// Telemetry readings lost because the store could not take them (disk full, read-only)
     /// and the in-memory hold buffer overflowed.
     readings_lost_store_unavailable,
-    /// MQTT publishes written (including republishes).
+    /// MQTT publishes written (including republishes); one may carry several merged
+    /// telemetry rows.
     publishes,
     /// Payload bytes published.
     bytes_published,
-    /// PUBACKs received (rows deleted).
+    /// PUBACKs received (each deletes the rows its publish carried).
     pubacks,
-    /// Rows republished after a reconnect because their PUBACK never came.
+    /// Publishes that repeat a row written before without a PUBACK (after a reconnect).
     republishes,
+    /// Telemetry rows the uplink could not decode for merging; each is published alone as
+    /// stored (counted again if fetched again after a reconnect).
+    telemetry_rows_undecodable,
     /// Successful MQTT connections.
     connects,
     /// Connection failures and drops.

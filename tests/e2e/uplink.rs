@@ -1,6 +1,8 @@
 //! The uplink against a real Mosquitto: lane order and delete-on-PUBACK, zero loss across
 //! broker restarts with and without the session store and across a cut link, TLS and mutual
-//! TLS, the drain-rate cap, the retained status document and the last will.
+//! TLS, the drain-rate cap, the retained status document and the last will; telemetry rows
+//! merged into few messages (same readings, every row deleted on the PUBACK, within the packet
+//! limit), events not delayed by the telemetry publish interval, backlog sent at once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -35,7 +37,9 @@ fn all_topics() -> String {
     )
 }
 
-/// Plaintext settings for a broker on `port`, with quick reconnects.
+/// Plaintext settings for a broker on `port`, with quick reconnects. Telemetry rows are
+/// published one message each, as committed (`telemetry_publish_interval_ms = 0`), so that
+/// tests can count messages per row; the merge tests set an interval.
 fn mqtt(port: u16) -> MqttConfig {
     let mut c: MqttConfig = toml::from_str("host = \"127.0.0.1\"").expect("minimal [mqtt]");
     c.port = Some(port);
@@ -45,6 +49,7 @@ fn mqtt(port: u16) -> MqttConfig {
     c.reconnect_min_ms = 50;
     c.reconnect_max_ms = 300;
     c.status_interval_s = 3600;
+    c.telemetry_publish_interval_ms = 0;
     c
 }
 
@@ -140,6 +145,29 @@ impl Gateway {
 
     async fn telemetry(&self) -> Row {
         self.telemetry_sized(0).await
+    }
+
+    /// Commits every batch, all requests sent before the first commit answers, so that they
+    /// share a transaction or two (a group commit) and keep their order; returns the payloads.
+    async fn commit_all(&self, batches: &[Vec<Reading>]) -> Vec<Vec<u8>> {
+        join_in_order(batches.iter().map(|b| self.commit(b)).collect()).await
+    }
+
+    /// Commits `readings` as one telemetry batch; returns its payload.
+    async fn commit(&self, readings: &[Reading]) -> Vec<u8> {
+        let payload = waymark_wire::telemetry::encode(readings).expect("encode");
+        let times = readings.iter().map(|r| r.time);
+        let batch = TelemetryBatch {
+            payload: payload.clone(),
+            readings: u32::try_from(readings.len()).expect("small batch"),
+            first_ms: times.clone().min().unwrap_or(0),
+            last_ms: times.max().unwrap_or(0),
+        };
+        self.store
+            .append_telemetry(batch)
+            .await
+            .expect("append telemetry");
+        payload
     }
 
     /// A telemetry batch with about `text_bytes` of random hex text in its readings (so that
@@ -248,6 +276,35 @@ impl Gateway {
             .expect("uplink health");
         (h.state, h.detail.unwrap_or_default())
     }
+}
+
+/// Polls every future in list order until all are done (the first poll of each happens in
+/// that order, so requests they send are queued in that order).
+async fn join_in_order<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future completed"))
+        .collect()
 }
 
 fn now_ms() -> i64 {
@@ -647,4 +704,393 @@ async fn status_is_retained_and_the_last_will_says_offline() {
         (Some("offline"), Some("shutdown"))
     );
     assert!(doc["time"].is_string());
+}
+
+// ---- telemetry merging ----
+
+/// Deterministic PRNG (splitmix64), so every run has the same trip.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+/// Rounds to a multiple of `q` with `decimals` decimals, as a sensor driver would print it.
+fn quantise(v: f64, q: f64, decimals: i32) -> f64 {
+    let p = 10f64.powi(decimals);
+    ((v / q).round() * q * p).round() / p
+}
+
+/// Per-second records of a truck driving at 1 Hz: a GPS fix (latitude, longitude, speed,
+/// heading, altitude) and 10 CAN and cargo temperature signals, each quantised like its
+/// sensor and read at its own offset within the second (the model of the wire crate's
+/// `size_report` example, in short). The first minute (leaving a standstill) is skipped.
+fn truck_seconds(n: usize) -> Vec<Vec<Reading>> {
+    // name, unit, source, quantum, decimals, offset in the second (ms)
+    const SIGNALS: [(&str, &str, &str, f64, i32, i64); 10] = [
+        (
+            "Vehicle.Powertrain.CombustionEngine.Speed",
+            "rpm",
+            "can0",
+            0.125,
+            3,
+            13,
+        ),
+        (
+            "Vehicle.Powertrain.CombustionEngine.ECT",
+            "celsius",
+            "can0",
+            1.0,
+            0,
+            101,
+        ),
+        (
+            "Vehicle.Powertrain.CombustionEngine.EOT",
+            "celsius",
+            "can0",
+            0.031_25,
+            5,
+            102,
+        ),
+        (
+            "Vehicle.Powertrain.FuelSystem.RelativeLevel",
+            "%",
+            "can0",
+            0.4,
+            1,
+            350,
+        ),
+        (
+            "Vehicle.LowVoltageBattery.CurrentVoltage",
+            "V",
+            "can0",
+            0.05,
+            2,
+            420,
+        ),
+        (
+            "Vehicle.Exterior.AirTemperature",
+            "celsius",
+            "can0",
+            0.031_25,
+            5,
+            505,
+        ),
+        (
+            "Vehicle.Chassis.Accelerator.PedalPosition",
+            "%",
+            "can0",
+            0.4,
+            1,
+            14,
+        ),
+        ("Vehicle.OBD.EngineLoad", "%", "can0", 1.0, 0, 15),
+        (
+            "Vehicle.Cargo.Zone1.Temperature",
+            "celsius",
+            "onewire",
+            0.0625,
+            4,
+            700,
+        ),
+        (
+            "Vehicle.Cargo.Zone2.Temperature",
+            "celsius",
+            "onewire",
+            0.0625,
+            4,
+            760,
+        ),
+    ];
+    let reading = |signal: &str, unit: &str, source: &str, time: i64, v: f64| Reading {
+        signal: signal.to_string(),
+        value: Value::Num(v),
+        unit: unit.to_string(),
+        time,
+        source: source.to_string(),
+    };
+    let mut rng = SplitMix(7);
+    let (mut lat, mut lon, mut alt, mut heading, mut speed) =
+        (52.520_008f64, 13.404_954f64, 34.0f64, 80.0f64, 0.0f64);
+    let mut state = [600.0, 70.0, 75.0, 82.0, 27.8, 8.0, 0.0, 20.0, -18.0, -17.5];
+    let mut turn = 0.0;
+    let t0 = now_ms() / 1000 * 1000 - 3_600_000;
+    let mut out = Vec::new();
+    for s in 0..(60 + n) {
+        let t = t0 + s as i64 * 1000;
+        let target = if s < 300 { 50.0 } else { 85.0 };
+        let accel = (target - speed).clamp(-4.0, 2.5) + rng.unit() * 0.3;
+        speed = (speed + accel).max(0.0);
+        if s % 30 == 0 {
+            turn = rng.unit() * 2.0;
+        }
+        if speed > 1.0 {
+            heading = (heading + turn + rng.unit() * 0.3).rem_euclid(360.0);
+        }
+        let v = speed / 3.6;
+        let h = heading.to_radians();
+        lat += v * h.cos() / 111_320.0;
+        lon += v * h.sin() / (111_320.0 * lat.to_radians().cos());
+        alt += rng.unit() * 0.3;
+        let load = (accel.max(0.0) * 30.0 + speed * 0.4).min(100.0);
+        state[0] += ((600.0 + speed * 14.0) - state[0]) * 0.3 + rng.unit() * 8.0;
+        state[1] += (88.0 - state[1]) * 0.01 + rng.unit() * 0.05;
+        state[2] += (95.0 - state[2]) * 0.005 + rng.unit() * 0.02;
+        state[3] -= 0.0005 * speed / 50.0;
+        state[4] = 27.8 + rng.unit() * 0.06;
+        state[5] += rng.unit() * 0.01;
+        state[6] = (load * 0.8 + rng.unit()).clamp(0.0, 100.0);
+        state[7] = (load + rng.unit() * 2.0).clamp(0.0, 100.0);
+        state[8] += (-18.0 - state[8]) * 0.02 + rng.unit() * 0.04;
+        state[9] += (-17.5 - state[9]) * 0.02 + rng.unit() * 0.04;
+        let mut second = vec![
+            reading(
+                "Vehicle.CurrentLocation.Latitude",
+                "deg",
+                "gps",
+                t,
+                quantise(lat, 1e-7, 7),
+            ),
+            reading(
+                "Vehicle.CurrentLocation.Longitude",
+                "deg",
+                "gps",
+                t,
+                quantise(lon, 1e-7, 7),
+            ),
+            reading("Vehicle.Speed", "km/h", "gps", t, quantise(speed, 0.1, 1)),
+            reading(
+                "Vehicle.CurrentLocation.Heading",
+                "deg",
+                "gps",
+                t,
+                quantise(heading, 0.1, 1),
+            ),
+            reading(
+                "Vehicle.CurrentLocation.Altitude",
+                "m",
+                "gps",
+                t,
+                quantise(alt, 0.1, 1),
+            ),
+        ];
+        for (i, (name, unit, source, q, decimals, phase)) in SIGNALS.into_iter().enumerate() {
+            let jitter = (rng.next() % 5) as i64 - 2;
+            second.push(reading(
+                name,
+                unit,
+                source,
+                t + phase + jitter,
+                quantise(state[i], q, decimals),
+            ));
+        }
+        if s >= 60 {
+            out.push(second);
+        }
+    }
+    out
+}
+
+/// Every reading as a comparable key, sorted: (signal, unit, source, time, value bits).
+fn reading_set(
+    readings: impl IntoIterator<Item = Reading>,
+) -> Vec<(String, String, String, i64, String)> {
+    let mut keys: Vec<_> = readings
+        .into_iter()
+        .map(|r| {
+            let value = match r.value {
+                Value::Num(v) => format!("n{:016x}", v.to_bits()),
+                Value::Bool(b) => format!("b{b}"),
+                Value::Text(t) => format!("t{t}"),
+            };
+            (r.signal, r.unit, r.source, r.time, value)
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Telemetry messages delivered so far (status and events left out).
+fn telemetry_messages(sub: &Subscriber) -> Vec<Message> {
+    sub.on(&topic(Stream::Telemetry))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_rows_wait_and_go_out_merged_with_the_same_readings() {
+    const RECORDS: usize = 30;
+    const PER_MESSAGE: usize = 10;
+    const INTERVAL: Duration = Duration::from_secs(5);
+    let broker = Mosquitto::start(MosquittoOptions::default()).await;
+    let sub = Subscriber::connect(broker.port(), &topic(Stream::Telemetry)).await;
+    let gw = Gateway::new();
+    let mut cfg = mqtt(broker.port());
+    cfg.telemetry_publish_interval_ms = INTERVAL.as_millis() as u64;
+    let up = gw.start(&cfg);
+    gw.wait_connected(1).await;
+
+    // 30 one-second batches, committed ten at a time (one group commit); each ten wait until
+    // they are INTERVAL old, then go out as one message.
+    let seconds = truck_seconds(RECORDS);
+    let mut stored_bytes = 0;
+    for (group, chunk) in seconds.chunks(PER_MESSAGE).enumerate() {
+        let first_commit = Instant::now();
+        stored_bytes += gw
+            .commit_all(chunk)
+            .await
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>();
+        assert_eq!(
+            gw.unacked().await,
+            chunk.len(),
+            "the rows wait in the store"
+        );
+        let got = sub
+            .wait_for("the merged message", PATIENCE, |m| m.len() > group)
+            .await;
+        // A lower bound only: a busy machine makes it later, never earlier.
+        let waited = first_commit.elapsed();
+        assert!(
+            waited + Duration::from_millis(100) >= INTERVAL,
+            "message {group} went out after {waited:?}, before the interval"
+        );
+        assert_eq!(got.len(), group + 1, "one message per ten rows");
+        // The PUBACK deletes every row the message carried.
+        gw.wait_drained().await;
+    }
+
+    let messages = telemetry_messages(&sub);
+    let wire_bytes: usize = messages.iter().map(|m| m.payload.len()).sum();
+    let c = gw.counters();
+    assert_eq!(messages.len(), RECORDS / PER_MESSAGE, "{c:?}");
+    assert_eq!(c.publishes, messages.len() as u64, "{c:?}");
+    assert_eq!(c.pubacks, messages.len() as u64, "{c:?}");
+    assert_eq!(c.bytes_published, wire_bytes as u64, "{c:?}");
+    assert_eq!((c.republishes, c.telemetry_rows_undecodable), (0, 0));
+    for m in &messages {
+        assert!(m.payload.len() <= 64 * 1024, "within the packet limit");
+    }
+    let delivered = messages.iter().flat_map(|m| {
+        waymark_wire::telemetry::decode(&m.payload).expect("a merged message decodes")
+    });
+    assert_eq!(
+        reading_set(delivered),
+        reading_set(seconds.concat()),
+        "exactly the committed readings, each once"
+    );
+    eprintln!(
+        "telemetry merge: {RECORDS} records (GPS fix + 10 signals, 1 Hz) in {RECORDS} one-second \
+         batches: {:.1} B/record stored, {:.1} B/record on the wire in {} merged messages of \
+         {PER_MESSAGE} batches",
+        stored_bytes as f64 / RECORDS as f64,
+        wire_bytes as f64 / RECORDS as f64,
+        messages.len(),
+    );
+    up.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_not_delayed_by_the_telemetry_interval() {
+    let broker = Mosquitto::start(MosquittoOptions::default()).await;
+    let sub = Subscriber::connect(broker.port(), &all_topics()).await;
+    let gw = Gateway::new();
+    let mut cfg = mqtt(broker.port());
+    cfg.telemetry_publish_interval_ms = 600_000;
+    cfg.live_window_s = 3600;
+    let up = gw.start(&cfg);
+    gw.wait_connected(1).await;
+
+    let telemetry = truck_seconds(2);
+    gw.commit(&telemetry[0]).await;
+    let milestone = gw.event(Lane::Milestone).await;
+    gw.commit(&telemetry[1]).await;
+    let alert = gw.event(Lane::Alert).await;
+    let got = sub
+        .wait_for("both events", PATIENCE, |m| {
+            delivered_all(m, &[milestone.clone(), alert.clone()])
+        })
+        .await;
+    // Nothing makes the telemetry due for ten minutes: it still waits, durably.
+    assert!(
+        telemetry_messages(&sub).is_empty(),
+        "telemetry waits: {:?}",
+        rows(&got)
+    );
+    wait_until("the event rows to be deleted", PATIENCE, || async {
+        gw.unacked().await == 2
+    })
+    .await;
+
+    // Shutdown publishes what waits, merged into one message.
+    up.stop().await;
+    let got = sub
+        .wait_for("the telemetry flushed on shutdown", PATIENCE, |m| {
+            rows(m).len() >= 3
+        })
+        .await;
+    let messages = telemetry_messages(&sub);
+    assert_eq!(messages.len(), 1, "{:?}", rows(&got));
+    let delivered = waymark_wire::telemetry::decode(&messages[0].payload).expect("decodes");
+    assert_eq!(reading_set(delivered), reading_set(telemetry.concat()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_goes_out_at_once_merged_within_the_packet_limit() {
+    const ROWS: usize = 24;
+    let broker = Mosquitto::start(MosquittoOptions::default()).await;
+    let sub = Subscriber::connect(broker.port(), &topic(Stream::Telemetry)).await;
+    let gw = Gateway::new();
+    // Rows of about 6 KB of incompressible text: about ten fit one 64 KiB message by the
+    // size bound, so the backlog needs a few messages.
+    let mut committed = Vec::new();
+    let mut stored = Vec::new();
+    for _ in 0..ROWS {
+        let Row::Telemetry(payload) = gw.telemetry_sized(6000).await else {
+            unreachable!("telemetry_sized commits telemetry")
+        };
+        committed.extend(waymark_wire::telemetry::decode(&payload).expect("decodes"));
+        stored.push(payload);
+    }
+    // An outage: by the time the link is back the rows are older than the live window.
+    let mut cfg = mqtt(broker.port());
+    cfg.telemetry_publish_interval_ms = 600_000;
+    cfg.live_window_s = 1;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let up = gw.start(&cfg);
+    // Backlog does not wait for the interval (ten minutes, far beyond the patience here).
+    gw.wait_drained().await;
+    let decoded = |m: &[Message]| {
+        m.iter()
+            .map(|m| waymark_wire::telemetry::decode(&m.payload).map_or(0, |r| r.len()))
+            .sum::<usize>()
+    };
+    sub.wait_for("every reading", PATIENCE, |m| decoded(m) >= committed.len())
+        .await;
+    let messages = telemetry_messages(&sub);
+    assert!(
+        (2..ROWS / 2).contains(&messages.len()),
+        "merged into a few messages: {}",
+        messages.len()
+    );
+    for m in &messages {
+        assert!(m.payload.len() <= 64 * 1024, "{} bytes", m.payload.len());
+    }
+    let delivered = messages
+        .iter()
+        .flat_map(|m| waymark_wire::telemetry::decode(&m.payload).expect("decodes"));
+    assert_eq!(reading_set(delivered), reading_set(committed));
+    let c = gw.counters();
+    assert_eq!(c.pubacks, messages.len() as u64, "{c:?}");
+    up.stop().await;
 }

@@ -9,12 +9,19 @@
 //!    `session_present = 0`; CRATES.md §1.2). After each CONNACK the fetch cursors go back to
 //!    0, so every row still in the store is walked again: rows in flight in a resumed
 //!    session are retransmitted by rumqttc with their packet ids, every other row is
-//!    published anew. Receivers deduplicate by CloudEvent `id` (events) and batch content
-//!    (telemetry); duplicates are counted in `republishes`.
+//!    published anew. Receivers deduplicate by CloudEvent `id` (events) and by reading
+//!    (vehicle, signal, time) for telemetry, since republished telemetry rows may be merged
+//!    into different messages than the first time; duplicates are counted in `republishes`.
+//! 3. **Events never wait for telemetry.** Telemetry rows may wait up to
+//!    `mqtt.telemetry_publish_interval_ms` to be merged ([`merge`]); events are queued apart
+//!    and submitted first.
 //!
 //! # Shape
-//! - [`inflight`] (sans-IO): packet id → row id from rumqttc's ordered event stream,
-//!   retransmits, collisions, session loss; the per-lane fetch cursors.
+//! - [`inflight`] (sans-IO): packet id → row ids from rumqttc's ordered event stream,
+//!   retransmits, collisions, session loss; the queues before submission; the per-lane fetch
+//!   cursors.
+//! - [`merge`] (sans-IO): when waiting telemetry rows are published, how many go in one
+//!   message, and the merge itself (decode, concatenate, encode within the packet limit).
 //! - [`backoff`] (sans-IO): reconnect delay with full jitter (rumqttc has none).
 //! - [`rate`] (sans-IO): drain-rate cap (messages and bytes per second).
 //! - [`status`]: the retained status document and the last will.
@@ -43,6 +50,7 @@
 
 pub mod backoff;
 pub mod inflight;
+pub mod merge;
 mod mqtt;
 pub mod rate;
 pub mod status;
@@ -136,6 +144,8 @@ struct Settings {
     max_bytes_per_s: u64,
     status_interval: Duration,
     live_window_ms: i64,
+    /// When telemetry rows are published and how they are merged.
+    merge: merge::MergePolicy,
     /// Largest payload the uplink writes.
     max_payload: usize,
     /// `set_max_packet_size`, both directions.
@@ -206,6 +216,13 @@ impl Uplink {
         if cfg.status_interval_s == 0 {
             return Err(bad("mqtt.status_interval_s", "must be at least 1"));
         }
+        let (_, max_interval) = crate::config::limits::TELEMETRY_PUBLISH_INTERVAL_MS;
+        if cfg.telemetry_publish_interval_ms > max_interval {
+            return Err(bad(
+                "mqtt.telemetry_publish_interval_ms",
+                &format!("must be at most {max_interval}"),
+            ));
+        }
         if batch_max_bytes == 0 {
             return Err(bad("pipeline.batch_max_bytes", "must be at least 1"));
         }
@@ -259,6 +276,7 @@ impl Uplink {
             status_interval: Duration::from_secs(cfg.status_interval_s),
             live_window_ms: i64::try_from(cfg.live_window_s.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
+            merge: merge::MergePolicy::new(cfg.telemetry_publish_interval_ms, max_payload),
             max_payload,
             max_packet: max_payload + longest_topic + PUBLISH_OVERHEAD,
             topic_events,
@@ -328,6 +346,10 @@ mod tests {
             ("connect_timeout_s = 0", "mqtt.connect_timeout_s"),
             ("topic_prefix = \"a/#\"", "mqtt.topic_prefix"),
             ("password_file = \"/nonexistent\"", "mqtt.password_file"),
+            (
+                "telemetry_publish_interval_ms = 600001",
+                "mqtt.telemetry_publish_interval_ms",
+            ),
         ] {
             let err = new(&cfg(extra)).unwrap_err();
             assert!(

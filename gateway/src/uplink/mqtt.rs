@@ -20,7 +20,8 @@ use waymark_wire::Timestamp;
 use waymark_wire::topics::Stream;
 
 use super::backoff::Backoff;
-use super::inflight::{Acked, Cursor, FetchedRow, InFlight, Stashed, Tag, Written};
+use super::inflight::{Acked, Cursor, FetchedRow, InFlight, Publish, Stashed, Tag, Written};
+use super::merge::{self, Plan};
 use super::rate::RateLimit;
 use super::status::{OfflineDoc, StatusDoc};
 use super::{COMPONENT, Settings, Uplink, UplinkError};
@@ -36,6 +37,12 @@ const ACK_BATCH: usize = 64;
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Payload bytes one fetch may return (at least one row is returned regardless).
 const FETCH_MAX_BYTES: usize = 1 << 20;
+/// Rows one fetch may return. More than the in-flight slots: many telemetry rows may go in
+/// one publish. Bounds what a fetch decodes (to learn what the rows add to a merged batch).
+const FETCH_MAX_ROWS: usize = 256;
+/// Longest wait for a telemetry merge deadline (the largest allowed interval), so that a
+/// deadline computed from a wall clock far off cannot overflow an `Instant`.
+const MAX_MERGE_WAIT: Duration = Duration::from_secs(600);
 /// Consecutive `CollisionTimeout`s after which the client is rebuilt (rumqttc #1056).
 const COLLISION_REBUILD: u32 = 3;
 /// On shutdown: how long to wait for outstanding PUBACKs.
@@ -187,8 +194,12 @@ struct Driver {
     ack_at: Option<Instant>,
     /// The store failed; do not fetch before this.
     store_retry_at: Option<Instant>,
-    /// The drain-rate cap holds the next row until this.
+    /// The drain-rate cap holds the next publish until this.
     rate_at: Option<Instant>,
+    /// The oldest waiting telemetry row becomes due at this time.
+    merge_at: Option<Instant>,
+    /// Shutting down: waiting telemetry goes out now, whatever its age.
+    flushing: bool,
     /// The outbox looked drained; look again at this time.
     recheck_at: Option<Instant>,
     collision_timeouts: u32,
@@ -225,6 +236,8 @@ pub(super) async fn run(uplink: Uplink, shutdown: Shutdown) -> Result<(), Uplink
         ack_at: None,
         store_retry_at: None,
         rate_at: None,
+        merge_at: None,
+        flushing: false,
         recheck_at: None,
         collision_timeouts: 0,
         disconnect_written: false,
@@ -270,7 +283,9 @@ impl Driver {
             self.store_retry_at
                 .filter(|_| can_submit && self.fetch_more),
             self.rate_at
-                .filter(|_| can_submit && self.inflight.held() > 0),
+                .filter(|_| can_submit && self.inflight.ready() > 0),
+            self.merge_at
+                .filter(|_| can_submit && self.inflight.ready() == 0),
             watchdog.filter(|_| self.connected),
         ])
     }
@@ -306,18 +321,19 @@ impl Driver {
         self.fill().await;
     }
 
-    /// Submits held rows and fetches more while there are free slots and the cap allows.
+    /// Submits ready publishes, prepares telemetry publishes when the merge plan says so, and
+    /// fetches more, while there are free slots and the cap allows.
     async fn fill(&mut self) {
         loop {
             let now = Instant::now();
             if !self.connected || self.inflight.free_slots() == 0 {
                 return;
             }
-            if let Some(len) = self.inflight.peek_held().map(|r| r.payload.len()) {
+            if let Some(len) = self.inflight.peek_ready().map(|p| p.payload.len()) {
                 if len > self.s.max_payload {
-                    if let Some(row) = self.inflight.skip_held() {
+                    if let Some(p) = self.inflight.skip_ready() {
                         error!(
-                            row_id = row.row_id,
+                            rows = ?p.row_ids,
                             bytes = len,
                             max_bytes = self.s.max_payload,
                             "Row is larger than the MQTT packet limit and cannot be published; it stays in the store."
@@ -325,8 +341,8 @@ impl Driver {
                         self.set_health(
                             HealthState::Degraded,
                             Some(format!(
-                                "row {} ({len} bytes) exceeds the packet limit",
-                                row.row_id
+                                "row {:?} ({len} bytes) exceeds the packet limit",
+                                p.row_ids
                             )),
                         );
                     }
@@ -337,27 +353,15 @@ impl Driver {
                     return;
                 }
                 self.rate_at = None;
-                let Some(row) = self.inflight.take_held() else {
+                let Some(publish) = self.inflight.take_ready() else {
                     return;
                 };
-                let topic = match row.stream {
-                    Stream::Events => &self.s.topic_events,
-                    _ => &self.s.topic_telemetry,
-                };
-                match self
-                    .client
-                    .try_publish(topic.as_str(), QoS::AtLeastOnce, false, row.payload)
-                {
-                    Ok(()) => self.inflight.submitted(Tag::Row {
-                        row_id: row.row_id,
-                        bytes: len,
-                    }),
-                    Err(e) => {
-                        error!(row_id = row.row_id, error = %e, "MQTT client refused a publish.");
-                        self.inflight.submit_failed(row.row_id);
-                        return;
-                    }
+                if !self.submit(publish) {
+                    return;
                 }
+                continue;
+            }
+            if self.prepare_telemetry() {
                 continue;
             }
             if !self.fetch_more || self.store_retry_at.is_some_and(|t| t > now) {
@@ -373,7 +377,7 @@ impl Driver {
                     backlog: c.backlog,
                 },
                 live_since_ms,
-                max_rows: self.inflight.free_slots(),
+                max_rows: FETCH_MAX_ROWS.max(self.inflight.free_slots()),
                 max_bytes: FETCH_MAX_BYTES,
             };
             match self.store.fetch(fetch).await {
@@ -386,8 +390,11 @@ impl Driver {
                 }
                 Ok(rows) => {
                     self.store_retry_at = None;
-                    self.inflight
-                        .accept_fetched(rows.into_iter().map(|r| fetched(r, live_since_ms)));
+                    let rows: Vec<FetchedRow> = rows
+                        .into_iter()
+                        .map(|r| self.fetched(r, live_since_ms))
+                        .collect();
+                    self.inflight.accept_fetched(rows);
                 }
                 Err(e) => {
                     warn!(error = %e, "Store fetch failed; retrying.");
@@ -395,6 +402,137 @@ impl Driver {
                     return;
                 }
             }
+        }
+    }
+
+    /// Hands one publish to the client; false if the client refused it (its rows are
+    /// fetched again later).
+    fn submit(&mut self, publish: Publish) -> bool {
+        let topic = match publish.stream {
+            Stream::Events => &self.s.topic_events,
+            _ => &self.s.topic_telemetry,
+        };
+        let tag = publish.tag();
+        match self
+            .client
+            .try_publish(topic.as_str(), QoS::AtLeastOnce, false, publish.payload)
+        {
+            Ok(()) => {
+                self.inflight.submitted(tag);
+                true
+            }
+            Err(e) => {
+                error!(rows = ?tag.row_ids(), error = %e, "MQTT client refused a publish.");
+                self.inflight.submit_failed(tag.row_ids());
+                false
+            }
+        }
+    }
+
+    /// Asks the merge plan about the waiting telemetry rows. Returns true when it prepared a
+    /// publish; otherwise notes when to ask again.
+    fn prepare_telemetry(&mut self) -> bool {
+        let now = now_ms();
+        let plan = self
+            .s
+            .merge
+            .plan(&self.inflight.candidates(), now, self.flushing);
+        match plan {
+            Plan::Idle => {
+                self.merge_at = None;
+                false
+            }
+            Plan::WaitUntil { at_ms } => {
+                let wait = u64::try_from(at_ms.saturating_sub(now)).unwrap_or(0);
+                self.merge_at =
+                    Some(Instant::now() + Duration::from_millis(wait).min(MAX_MERGE_WAIT));
+                false
+            }
+            Plan::Publish { rows, merge } => {
+                self.merge_at = None;
+                let rows = self.inflight.take_waiting(rows);
+                if merge {
+                    self.merge_rows(rows);
+                } else {
+                    for row in rows {
+                        self.inflight.prepared(Publish::single(row));
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Merges telemetry rows into one publish; if that fails (never expected: the plan keeps
+    /// groups within the limits), each row goes alone as stored.
+    fn merge_rows(&mut self, rows: Vec<FetchedRow>) {
+        let merged = merge::merge(
+            rows.iter().map(|r| r.payload.as_slice()),
+            self.s.merge.budget(),
+        );
+        let row_ids: Vec<i64> = rows.iter().map(|r| r.row_id).collect();
+        match merged {
+            Ok(payload) => {
+                debug!(
+                    rows = row_ids.len(),
+                    bytes = payload.len(),
+                    stored_bytes = rows.iter().map(|r| r.payload.len()).sum::<usize>(),
+                    "Merged telemetry rows into one publish."
+                );
+                self.inflight.prepared(Publish {
+                    row_ids,
+                    stream: Stream::Telemetry,
+                    payload,
+                });
+            }
+            Err(e) => {
+                warn!(rows = ?row_ids, error = %e, "Telemetry rows could not be merged; publishing each as stored.");
+                for row in rows {
+                    self.inflight.prepared(Publish::single(row));
+                }
+            }
+        }
+    }
+
+    /// A store row as the in-flight table holds it. A telemetry row that may be merged is
+    /// decoded to learn its cost; one that does not decode is counted and published alone.
+    fn fetched(&self, row: OutboxRow, live_since_ms: Timestamp) -> FetchedRow {
+        let cursor = match row.lane {
+            Lane::Alert => Cursor::Alert,
+            Lane::Milestone => Cursor::Milestone,
+            Lane::Telemetry if row.created_ms >= live_since_ms => Cursor::Live,
+            Lane::Telemetry => Cursor::Backlog,
+        };
+        let stream = match row.kind {
+            RowKind::Event => Stream::Events,
+            RowKind::Telemetry => Stream::Telemetry,
+        };
+        let cost = if stream == Stream::Telemetry
+            && self.s.merge.merging()
+            && !self.inflight.is_tracked(row.row_id)
+        {
+            match merge::row_cost(&row.payload) {
+                Ok(cost) => Some(cost),
+                Err(e) => {
+                    warn!(
+                        row_id = row.row_id,
+                        error = %e,
+                        "Telemetry row does not decode; publishing it alone as stored."
+                    );
+                    Health::add(&self.health.counters.telemetry_rows_undecodable, 1);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        FetchedRow {
+            row_id: row.row_id,
+            cursor,
+            stream,
+            payload: row.payload,
+            created_ms: row.created_ms,
+            cost,
         }
     }
 
@@ -499,7 +637,7 @@ impl Driver {
         match event {
             Event::Incoming(Packet::ConnAck(ack)) => self.on_connack(ack, eventloop, now),
             Event::Incoming(Packet::PubAck(ack)) => match self.inflight.on_puback(ack.pkid) {
-                Acked::Row(_) => {
+                Acked::Rows(_) => {
                     Health::add(&self.health.counters.pubacks, 1);
                     self.collision_timeouts = 0;
                     self.ack_at.get_or_insert(now + ACK_DELAY);
@@ -510,13 +648,13 @@ impl Driver {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 match self.inflight.on_publish(pkid, now.into_std()) {
                     Written::First {
-                        tag: Tag::Row { bytes, .. },
+                        tag: Tag::Rows { bytes, .. },
                         republish,
                     } => {
                         self.count_publish(bytes, republish);
                     }
                     Written::Retransmit {
-                        tag: Tag::Row { bytes, .. },
+                        tag: Tag::Rows { bytes, .. },
                     } => {
                         self.count_publish(bytes, true);
                     }
@@ -608,13 +746,18 @@ impl Driver {
         delay
     }
 
-    /// Waits briefly for outstanding PUBACKs, publishes the offline status, disconnects.
+    /// Publishes the telemetry waiting for its merge interval, waits briefly for outstanding
+    /// PUBACKs, publishes the offline status, disconnects.
     async fn shutdown(mut self, mut poll: PollFuture) {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
+        self.flushing = true;
+        self.fetch_more = true;
+        self.fill().await;
         while self.connected && self.inflight.in_flight() > 0 {
             tokio::select! {
                 (eventloop, result) = &mut poll => {
                     poll = self.on_polled(eventloop, result);
+                    self.fill().await;
                 }
                 () = sleep_until(deadline) => break,
             }
@@ -648,25 +791,5 @@ impl Driver {
             "Uplink stopped; unacknowledged rows stay in the store."
         );
         self.set_health(HealthState::Down, Some("stopped".to_string()));
-    }
-}
-
-/// A store row as the in-flight table holds it.
-fn fetched(row: OutboxRow, live_since_ms: Timestamp) -> FetchedRow {
-    let cursor = match row.lane {
-        Lane::Alert => Cursor::Alert,
-        Lane::Milestone => Cursor::Milestone,
-        Lane::Telemetry if row.created_ms >= live_since_ms => Cursor::Live,
-        Lane::Telemetry => Cursor::Backlog,
-    };
-    let stream = match row.kind {
-        RowKind::Event => Stream::Events,
-        RowKind::Telemetry => Stream::Telemetry,
-    };
-    FetchedRow {
-        row_id: row.row_id,
-        cursor,
-        stream,
-        payload: row.payload,
     }
 }
