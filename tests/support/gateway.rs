@@ -87,6 +87,7 @@ keep_alive_s = 5
 reconnect_min_ms = 100
 reconnect_max_ms = 1000
 status_interval_s = 5
+telemetry_publish_interval_ms = 500
 {mqtt_extra}
 
 [[sources]]
