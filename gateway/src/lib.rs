@@ -17,12 +17,14 @@
 //!   between acceptance and delivery.
 //! - [`uplink`]: the MQTT connection: publishes from the store, deletes on PUBACK.
 //! - [`health`]: process-wide counters and source health for the status document.
+//! - [`rate`]: the token bucket behind every rate limit.
 //! - [`run`]: wires the stages together; [`demo`] plays a recorded trip through them.
 
 pub mod config;
 pub mod demo;
 pub mod health;
 pub mod pipeline;
+pub mod rate;
 pub mod run;
 pub mod shutdown;
 pub mod sources;

@@ -1,62 +1,25 @@
-//! Drain-rate cap (sans-IO): token buckets for messages and payload bytes per second.
+//! Drain-rate cap (sans-IO): [`TokenBucket`]s for messages and payload bytes per second.
 //!
 //! A cellular contract may be metered; after a long outage the backlog must not saturate
-//! the link. Each bucket holds at most one second's worth of tokens (the burst) and refills
-//! continuously. A message may go when every bucket holds its cost, or, for a message larger
-//! than the whole bucket, when the bucket is full; its cost is then taken even if that leaves
-//! the bucket negative, so the long-run rate is exact and an oversized message is never
-//! stuck. A limit of 0 means unlimited.
+//! the link. A message goes when every bucket allows its cost (see [`crate::rate`] for the
+//! burst and the debt of oversized messages). A limit of 0 means unlimited.
 
 use std::time::{Duration, Instant};
 
-/// Shortest wait ever returned, so a caller that sleeps and retries always makes progress.
-const MIN_WAIT: Duration = Duration::from_millis(1);
-
-#[derive(Debug, Clone)]
-struct Bucket {
-    /// Tokens per second, also the capacity.
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(rate: f64, now: Instant) -> Self {
-        Self {
-            rate,
-            tokens: rate,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.last = self.last.max(now);
-    }
-
-    /// How long until `cost` may be taken (zero when it may be taken now).
-    fn wait_for(&self, cost: f64) -> Duration {
-        let needed = cost.min(self.rate);
-        if self.tokens >= needed {
-            return Duration::ZERO;
-        }
-        Duration::from_secs_f64((needed - self.tokens) / self.rate).max(MIN_WAIT)
-    }
-}
+use crate::rate::TokenBucket;
 
 /// The drain-rate limiter of one uplink.
 #[derive(Debug, Clone)]
 pub struct RateLimit {
-    messages: Option<Bucket>,
-    bytes: Option<Bucket>,
+    messages: Option<TokenBucket>,
+    bytes: Option<TokenBucket>,
 }
 
 impl RateLimit {
     /// Caps of `max_messages_per_s` messages and `max_bytes_per_s` payload bytes per second;
     /// 0 disables a cap. Buckets start full.
     pub fn new(max_messages_per_s: u32, max_bytes_per_s: u64, now: Instant) -> Self {
-        let bucket = |rate: f64| (rate > 0.0).then(|| Bucket::new(rate, now));
+        let bucket = |rate: f64| (rate > 0.0).then(|| TokenBucket::new(rate, now));
         Self {
             messages: bucket(f64::from(max_messages_per_s)),
             bytes: bucket(max_bytes_per_s as f64),
@@ -88,10 +51,10 @@ impl RateLimit {
             return Err(wait);
         }
         if let Some(b) = &mut self.messages {
-            b.tokens -= 1.0;
+            b.take(1.0);
         }
         if let Some(b) = &mut self.bytes {
-            b.tokens -= cost_bytes;
+            b.take(cost_bytes);
         }
         Ok(())
     }
@@ -100,6 +63,7 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rate::MIN_WAIT;
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)

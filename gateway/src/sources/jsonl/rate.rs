@@ -1,63 +1,53 @@
-//! Per-connection line rate limit: a token bucket (sans-IO).
+//! Per-connection line rate limit (sans-IO): one [`TokenBucket`] per connection, a line
+//! costs one token, the burst is one second's worth of lines.
 //!
-//! Implemented as GCRA, the virtual-scheduling form of a token bucket: a line costs
-//! `1 s / rate`, the bucket holds one second's worth of lines (`burst = rate`), and instead of
-//! refusing a line the limiter says *when* it may go. The connection then pauses reading until
-//! that instant, so a fast producer is slowed down by TCP/Unix-socket flow control and nothing
-//! it sent is dropped.
+//! Instead of refusing a line the limiter says *when* it may go. The connection then pauses
+//! reading until that instant, so a fast producer is slowed down by TCP/Unix-socket flow
+//! control and nothing it sent is dropped.
 //!
 //! Invariant: over any window of length `w`, at most `rate * w + rate` lines are admitted.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Token bucket with `burst = rate` (one second's worth of lines).
+use crate::rate::TokenBucket;
+
+/// The line limit of one connection.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
-    /// Cost of one line (`1 s / rate`); `None` = no limit.
-    interval: Option<Duration>,
-    /// How far ahead of `now` the virtual schedule may run: `(burst - 1) * interval`.
-    tolerance: Duration,
-    /// Theoretical arrival time of the next line (GCRA's TAT); `None` before the first line.
-    tat: Option<Instant>,
+    /// Lines per second; 0 = no limit.
+    lines_per_s: u32,
+    /// Created at the first line, full.
+    bucket: Option<TokenBucket>,
 }
 
 impl RateLimiter {
     /// A limiter admitting `lines_per_s` lines per second with a burst of as many.
     /// `0` means no limit.
     pub fn new(lines_per_s: u32) -> Self {
-        if lines_per_s == 0 {
-            return Self {
-                interval: None,
-                tolerance: Duration::ZERO,
-                tat: None,
-            };
-        }
-        let interval = Duration::from_secs(1) / lines_per_s;
         Self {
-            interval: Some(interval),
-            tolerance: interval * (lines_per_s - 1),
-            tat: None,
+            lines_per_s,
+            bucket: None,
         }
     }
 
     /// Takes one line at `now`: `Ok(())` if it may be processed now, `Err(at)` if not before
     /// `at` (nothing is taken then; ask again at or after `at`).
     pub fn check(&mut self, now: Instant) -> Result<(), Instant> {
-        let Some(interval) = self.interval else {
+        if self.lines_per_s == 0 {
             return Ok(());
-        };
-        let tat = self.tat.map_or(now, |t| t.max(now));
-        let earliest = tat.checked_sub(self.tolerance).unwrap_or(now);
-        if earliest > now {
-            return Err(earliest);
         }
-        self.tat = Some(tat + interval);
-        Ok(())
+        let rate = f64::from(self.lines_per_s);
+        self.bucket
+            .get_or_insert_with(|| TokenBucket::new(rate, now))
+            .try_take(now, 1.0)
+            .map_err(|wait| now + wait)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn admitted_until_refused(l: &mut RateLimiter, now: Instant) -> (u32, Instant) {
@@ -76,10 +66,15 @@ mod tests {
         let mut l = RateLimiter::new(100);
         let (n, at) = admitted_until_refused(&mut l, t0);
         assert_eq!(n, 100);
-        assert_eq!(at, t0 + Duration::from_millis(10));
-        // Refusal takes nothing: asking again at the same instant gives the same answer.
+        let ten_ms = Duration::from_millis(10);
+        assert!(
+            at.duration_since(t0).abs_diff(ten_ms) < Duration::from_micros(1),
+            "{at:?}"
+        );
+        // Refusal takes nothing: asking again at the same instant gives the same answer, and
+        // just before `at` is still too early.
         assert_eq!(l.check(t0), Err(at));
-        assert_eq!(l.check(at - Duration::from_nanos(1)), Err(at));
+        assert!(l.check(at - Duration::from_micros(100)).is_err());
         assert_eq!(l.check(at), Ok(()));
         assert!(l.check(at).is_err());
         // After 50 ms, 5 more lines.
