@@ -210,8 +210,9 @@ mod tests {
         let (out, stats) = frame(FramerConfig::default(), &[&input]);
         assert_eq!(out, ["$GPX*11"]);
         assert_eq!(stats.truncated, 2);
-        // "noise" + 3 NUL, "$GPRMC,12" + NUL, 3 NUL + 2 spaces, UBX 6 bytes, "$" + 0x01, FF 00.
-        assert_eq!(stats.garbage_bytes, 5 + 3 + 10 + 5 + 6 + 2 + 2);
+        // "noise" + 3 NUL, "$GPRMC,12" + NUL, 3 NUL + 2 spaces, UBX 6 bytes but its 0x0A
+        // counts as a line ending, "$" + 0x01, FF 00.
+        assert_eq!(stats.garbage_bytes, 5 + 3 + 10 + 5 + 5 + 2 + 2);
     }
 
     #[test]

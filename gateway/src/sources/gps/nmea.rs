@@ -511,6 +511,8 @@ pub fn parse(line: &[u8], opts: ParseOptions) -> Result<Parsed, NmeaError> {
     };
     let address: [u8; 5] = match body.get(..5).and_then(|a| a.try_into().ok()) {
         Some(a) if body.get(5).is_none_or(|&b| b == b',') => a,
+        // Proprietary addresses (`$PMTK001`, `$PGRME`) have any length.
+        Some(a) if a[0] == b'P' => return Err(NmeaError::Unsupported { address: a }),
         _ => return Err(NmeaError::Framing),
     };
     let Some(talker) = Talker::from_bytes([address[0], address[1]]) else {
