@@ -206,10 +206,8 @@ fn merge(fix: &mut Fix, date: &mut Option<Date>, s: &Sentence) {
 
 /// Latitude and longitude come as a pair from one sentence, never half from each.
 fn fill_position(fix: &mut Fix, lat: Option<f64>, lon: Option<f64>) {
-    if fix.lat.is_none() && fix.lon.is_none() {
-        if let (Some(lat), Some(lon)) = (lat, lon) {
-            fix.lat = Some(lat);
-            fix.lon = Some(lon);
-        }
+    if let (None, None, Some(lat), Some(lon)) = (fix.lat, fix.lon, lat, lon) {
+        fix.lat = Some(lat);
+        fix.lon = Some(lon);
     }
 }

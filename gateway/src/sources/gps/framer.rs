@@ -108,7 +108,9 @@ impl Framer {
                     }
                 },
                 State::Line => {
-                    let stop = bytes.iter().position(|&b| !(0x20..0x7f).contains(&b) || b == b'$');
+                    let stop = bytes
+                        .iter()
+                        .position(|&b| !(0x20..0x7f).contains(&b) || b == b'$');
                     let text = &bytes[..stop.unwrap_or(bytes.len())];
                     let room = self.config.max_len - self.buf.len();
                     if text.len() > room {
@@ -147,7 +149,10 @@ impl Framer {
                     }
                 }
                 State::Skip => {
-                    match bytes.iter().position(|&b| !(0x20..0x7f).contains(&b) || b == b'$') {
+                    match bytes
+                        .iter()
+                        .position(|&b| !(0x20..0x7f).contains(&b) || b == b'$')
+                    {
                         Some(i) => {
                             // A `$` starts the next sentence, anything else ends the line.
                             self.state = State::Hunt;
@@ -196,7 +201,11 @@ mod tests {
         for size in 1..input.len() {
             let chunks: Vec<&[u8]> = input.chunks(size).collect();
             let (out, stats) = frame(FramerConfig::default(), &chunks);
-            assert_eq!(out, ["$GPA*00", "$GPB*01", "$GPC*02", "$GPD*03"], "chunk {size}");
+            assert_eq!(
+                out,
+                ["$GPA*00", "$GPB*01", "$GPC*02", "$GPD*03"],
+                "chunk {size}"
+            );
             assert_eq!(stats.garbage_bytes, 0);
             assert_eq!(stats.sentences, 4);
         }

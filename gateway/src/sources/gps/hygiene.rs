@@ -175,24 +175,28 @@ impl Hygiene {
             return Err(Rejection::NoFix);
         };
         let no_fix = fix.valid == Some(false)
-            || fix.quality.is_some_and(|q| !q.is_measured() || q == Quality::Invalid)
+            || fix
+                .quality
+                .is_some_and(|q| !q.is_measured() || q == Quality::Invalid)
             || fix.mode.is_some_and(|m| !m.is_measured())
             || fix.fix_type == Some(FixType::None);
         if no_fix {
             return Err(Rejection::NoFix);
         }
-        if c.null_island_deg.is_some_and(|eps| lat.abs() <= eps && lon.abs() <= eps) {
+        if c.null_island_deg
+            .is_some_and(|eps| lat.abs() <= eps && lon.abs() <= eps)
+        {
             return Err(Rejection::NullIsland);
         }
-        if let (Some(max), Some(h)) = (c.max_hdop, fix.hdop) {
-            if h > max {
-                return Err(Rejection::Hdop);
-            }
+        if let (Some(max), Some(h)) = (c.max_hdop, fix.hdop)
+            && h > max
+        {
+            return Err(Rejection::Hdop);
         }
-        if let (Some(min), Some(n)) = (c.min_satellites, fix.satellites) {
-            if n < min {
-                return Err(Rejection::Satellites);
-            }
+        if let (Some(min), Some(n)) = (c.min_satellites, fix.satellites)
+            && n < min
+        {
+            return Err(Rejection::Satellites);
         }
         let (t, utc) = match fix.utc_ms {
             Some(ms) => (ms, true),
@@ -219,7 +223,11 @@ impl Hygiene {
                 #[allow(clippy::cast_precision_loss)] // ms differences are far below 2^53.
                 let hours = dt_ms as f64 / 3_600_000.0;
                 // dt 0 (duplicates allowed): any movement at all is infinitely fast.
-                let kmh = if hours > 0.0 { metres / 1000.0 / hours } else { f64::INFINITY };
+                let kmh = if hours > 0.0 {
+                    metres / 1000.0 / hours
+                } else {
+                    f64::INFINITY
+                };
                 if metres > 0.0 && kmh > max && !self.reset() {
                     return Err(Rejection::Jump);
                 }

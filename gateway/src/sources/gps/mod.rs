@@ -109,10 +109,10 @@ impl GnssCore {
         framer.push(bytes, |line| match nmea::parse(line, *options) {
             Ok(p) => {
                 parse.parsed += 1;
-                if let Some(fix) = epochs.push(&p.sentence) {
-                    if let Ok(fix) = hygiene.check(fix) {
-                        on_fix(fix);
-                    }
+                if let Some(fix) = epochs.push(&p.sentence)
+                    && let Ok(fix) = hygiene.check(fix)
+                {
+                    on_fix(fix);
                 }
             }
             Err(e) => {

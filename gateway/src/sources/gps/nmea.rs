@@ -88,7 +88,11 @@ pub struct Date {
 impl Date {
     /// Days since 1970-01-01 (proleptic Gregorian), `None` for an impossible date (Feb 30).
     pub fn days_since_epoch(self) -> Option<i64> {
-        let (y, m, d) = (i64::from(self.year), i64::from(self.month), i64::from(self.day));
+        let (y, m, d) = (
+            i64::from(self.year),
+            i64::from(self.month),
+            i64::from(self.day),
+        );
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
         let month_len = match m {
             1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -631,7 +635,9 @@ fn digits(b: &[u8]) -> Option<u32> {
 fn small<T: TryFrom<u32>>(f: Field<'_>) -> Result<Option<T>, NmeaError> {
     match uint(f)? {
         None => Ok(None),
-        Some(v) => T::try_from(v).map(Some).map_err(|_| f.err(FieldError::Invalid)),
+        Some(v) => T::try_from(v)
+            .map(Some)
+            .map_err(|_| f.err(FieldError::Invalid)),
     }
 }
 
@@ -740,7 +746,13 @@ fn make_date(year: u32, month: u32, day: u32) -> Option<Date> {
 /// The value is `(deg·60·10ⁿ + minutes·10ⁿ) / (60·10ⁿ)` computed from exact integers and one
 /// division, so it is the correctly rounded f64 of the decimal text (n ≤
 /// [`MAX_MINUTE_DECIMALS`]).
-fn coord(f: Field<'_>, hemi: Field<'_>, max_deg: u64, pos: u8, neg: u8) -> Result<Option<f64>, NmeaError> {
+fn coord(
+    f: Field<'_>,
+    hemi: Field<'_>,
+    max_deg: u64,
+    pos: u8,
+    neg: u8,
+) -> Result<Option<f64>, NmeaError> {
     let b = f.bytes;
     if b.is_empty() && hemi.bytes.is_empty() {
         return Ok(None);
@@ -799,7 +811,9 @@ fn mode(f: Option<Field<'_>>) -> Result<Option<Mode>, NmeaError> {
         None => Ok(None),
         Some(f) => match f.bytes {
             [] => Ok(None),
-            [c] => Mode::from_byte(*c).map(Some).ok_or(f.err(FieldError::Invalid)),
+            [c] => Mode::from_byte(*c)
+                .map(Some)
+                .ok_or(f.err(FieldError::Invalid)),
             _ => Err(f.err(FieldError::Invalid)),
         },
     }

@@ -119,7 +119,10 @@ mod tests {
             ]
         );
         assert_eq!(r[7].value, Value::Text("THREE_D".into()));
-        assert!(r.iter().all(|r| r.time == 1_795_420_370_000 && r.source == "gps"));
+        assert!(
+            r.iter()
+                .all(|r| r.time == 1_795_420_370_000 && r.source == "gps")
+        );
         // Unreported signals are left out, not zero.
         let bare = Fix {
             lat: Some(1.0),

@@ -8,19 +8,44 @@ use proptest::prelude::*;
 
 fn sentence(s: &str) -> Sentence {
     let line = format!("{s}*{:02X}", nmea::checksum(&s.as_bytes()[1..]));
-    nmea::parse(line.as_bytes(), ParseOptions::default()).unwrap().sentence
+    nmea::parse(line.as_bytes(), ParseOptions::default())
+        .unwrap()
+        .sentence
 }
 
 #[test]
 fn epoch_combines_rmc_gga_gsa_vtg() {
     let mut a = EpochAssembler::new();
-    assert_eq!(a.push(&sentence("$GPGGA,235959.00,4808.9993,N,01135.0798,E,1,07,1.4,460.0,M,46.2,M,,")), None);
-    assert_eq!(a.push(&sentence("$GPGSA,A,3,20,13,31,04,05,,,,,,,,2.7,1.5,2.3")), None);
-    assert_eq!(a.push(&sentence("$GPRMC,235959.00,A,4808.9990,N,01135.0790,E,10.0,45.0,311226,,,A")), None);
+    assert_eq!(
+        a.push(&sentence(
+            "$GPGGA,235959.00,4808.9993,N,01135.0798,E,1,07,1.4,460.0,M,46.2,M,,"
+        )),
+        None
+    );
+    assert_eq!(
+        a.push(&sentence("$GPGSA,A,3,20,13,31,04,05,,,,,,,,2.7,1.5,2.3")),
+        None
+    );
+    assert_eq!(
+        a.push(&sentence(
+            "$GPRMC,235959.00,A,4808.9990,N,01135.0790,E,10.0,45.0,311226,,,A"
+        )),
+        None
+    );
     assert_eq!(a.push(&sentence("$GPVTG,44.0,T,,M,9.0,N,16.0,K,A")), None);
     // The next epoch closes this one: midnight, and the date moves on without an RMC date.
-    let fix = a.push(&sentence("$GPGGA,000000.00,4808.9993,N,01135.0798,E,1,07,1.4,460.0,M,46.2,M,,")).unwrap();
-    let ms = Date { year: 2026, month: 12, day: 31 }.utc_ms(TimeOfDay(86_399_000)).unwrap();
+    let fix = a
+        .push(&sentence(
+            "$GPGGA,000000.00,4808.9993,N,01135.0798,E,1,07,1.4,460.0,M,46.2,M,,",
+        ))
+        .unwrap();
+    let ms = Date {
+        year: 2026,
+        month: 12,
+        day: 31,
+    }
+    .utc_ms(TimeOfDay(86_399_000))
+    .unwrap();
     assert_eq!(
         fix,
         Fix {
@@ -50,13 +75,26 @@ fn epoch_combines_rmc_gga_gsa_vtg() {
 #[test]
 fn epoch_without_date_has_no_utc_and_zda_alone_is_no_fix() {
     let mut a = EpochAssembler::new();
-    a.push(&sentence("$GPGGA,120000.00,4808.9993,N,01135.0798,E,1,07,1.4,460.0,M,,M,,"));
-    let fix = a.push(&sentence("$GPZDA,120001.00,04,07,2026,00,00")).unwrap();
+    a.push(&sentence(
+        "$GPGGA,120000.00,4808.9993,N,01135.0798,E,1,07,1.4,460.0,M,,M,,",
+    ));
+    let fix = a
+        .push(&sentence("$GPZDA,120001.00,04,07,2026,00,00"))
+        .unwrap();
     assert_eq!(fix.utc_ms, None);
     // A ZDA-only epoch gives the date but no fix.
-    assert_eq!(a.push(&sentence("$GPGGA,120002.00,4808.9993,N,01135.0798,E,1,07,1.4,460.0,M,,M,,")), None);
+    assert_eq!(
+        a.push(&sentence(
+            "$GPGGA,120002.00,4808.9993,N,01135.0798,E,1,07,1.4,460.0,M,,M,,"
+        )),
+        None
+    );
     let fix = a.flush().unwrap();
-    let day = Date { year: 2026, month: 7, day: 4 };
+    let day = Date {
+        year: 2026,
+        month: 7,
+        day: 4,
+    };
     assert_eq!(fix.utc_ms, day.utc_ms(TimeOfDay(43_202_000)));
     // Untimed RMC (cold start) is dropped and counted.
     assert_eq!(a.push(&sentence("$GPRMC,,V,,,,,,,,,,N")), None);
@@ -163,7 +201,10 @@ fn every_capture_replays_the_same_in_any_chunking() {
         assert_eq!(got, (e.1, e.2, e.3, e.4, e.5, e.6), "{name}: {stats:?}");
         for f in &fixes {
             let (lat, lon) = (f.lat.unwrap(), f.lon.unwrap());
-            assert!(lat.abs() <= 90.0 && lon.abs() <= 180.0 && (lat, lon) != (0.0, 0.0), "{name}");
+            assert!(
+                lat.abs() <= 90.0 && lon.abs() <= 180.0 && (lat, lon) != (0.0, 0.0),
+                "{name}"
+            );
         }
     }
     assert_eq!(EXPECTED.len(), names.len());
