@@ -18,6 +18,7 @@
 //! `SourceConfig` variant, one `Built` variant and one match arm in each of `Built::build` and
 //! `spawn_all`.
 
+pub mod gps;
 pub mod jsonl;
 
 use std::fmt::Display;
