@@ -2,6 +2,9 @@
 //! decoded back from 1-byte chunks. A change here is a wire-format change: see README.md,
 //! "Evolution rules".
 
+// Helpers outside `#[test]` fns unwrap too: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use firmware_proto::{
     Capabilities, Decoder, DeviceKind, FirmwareVersion, MAX_CONTENT, MAX_FRAME, Message,
     NackReason, PodOutcome, ProbeStatus,
