@@ -247,29 +247,31 @@ impl<const N: usize> Decoder<N> {
                 self.zero_pending = byte != 0xFF;
                 continue;
             }
-            // Data bytes of the current block: copy up to the block end, the input end, or a
-            // delimiter, whichever comes first.
+            // Data bytes of the current block: copy up to the block end, the input end, a
+            // delimiter or the buffer end, whichever comes first (one pass, no separate scan).
             let avail = input.len().min(usize::from(self.block_left));
-            let run = input
-                .get(..avail)
-                .unwrap_or_default()
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(avail);
             let room = N - self.len;
-            let take = run.min(room);
+            let limit = avail.min(room);
+            let mut copied = 0;
             if let (Some(dst), Some(src)) = (
-                self.buf.get_mut(self.len..self.len + take),
-                input.get(..take),
+                self.buf.get_mut(self.len..self.len + limit),
+                input.get(..limit),
             ) {
-                dst.copy_from_slice(src);
+                for (slot, &byte) in dst.iter_mut().zip(src) {
+                    if byte == 0 {
+                        break;
+                    }
+                    *slot = byte;
+                    copied += 1;
+                }
             }
-            self.len += take;
-            // `take <= block_left` because `avail <= block_left`.
-            self.block_left -= u8::try_from(take).unwrap_or(self.block_left);
-            self.offset += take as u64;
-            *input = input.get(take..).unwrap_or_default();
-            if take < run {
+            self.len += copied;
+            // `copied <= block_left` because `avail <= block_left`.
+            self.block_left -= u8::try_from(copied).unwrap_or(self.block_left);
+            self.offset += copied as u64;
+            *input = input.get(copied..).unwrap_or_default();
+            // The buffer is full, and the frame goes on with more data.
+            if copied == room && copied < avail && input.first().is_some_and(|&b| b != 0) {
                 return Some(Err(self.overflow()));
             }
         }
