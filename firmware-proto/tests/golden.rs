@@ -291,3 +291,24 @@ fn small_enum_values_are_their_wire_tags() {
         [4, 9]
     );
 }
+
+#[test]
+fn readme_figures_hold() {
+    // README: "today's largest message ... is 165" bytes on the wire.
+    let largest = Message::Pod {
+        device_seq: u32::MAX,
+        outcome: PodOutcome::Attempted,
+        stop_ref: Some(s(&"x".repeat(32))),
+        order_ref: Some(s(&"x".repeat(32))),
+        recipient: Some(s(&"x".repeat(48))),
+        evidence: Some([0xFF; 32]),
+    };
+    let mut buf = [0u8; MAX_FRAME];
+    assert_eq!(
+        firmware_proto::encode(&largest, &mut buf).unwrap().len(),
+        165
+    );
+    assert_eq!(firmware_proto::PROTOCOL_VERSION, 1);
+    assert_eq!(MAX_CONTENT, 250);
+    assert_eq!(MAX_FRAME, 256);
+}
