@@ -39,7 +39,8 @@ counters! {
     readings_stored,
     /// Telemetry batches committed.
     batches_stored,
-    /// Readings dropped because one alone encodes larger than `pipeline.batch_max_bytes`.
+    /// Readings dropped because one alone encodes larger than `pipeline.batch_max_bytes`, or
+    /// because a string in it (signal, unit, source, text) exceeds the telemetry format's limit.
     readings_oversized,
     /// Events committed (acknowledged to their producer).
     events_stored,
