@@ -66,8 +66,22 @@ static CRC: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&CRC_32_ISCSI);
 /// [`Error::BufferTooSmall`] if `out` cannot hold the frame (a [`MAX_FRAME`]-byte buffer
 /// always can); [`Error::MessageTooLarge`] if the message does not fit in [`MAX_CONTENT`].
 pub fn encode<'a>(msg: &Message, out: &'a mut [u8]) -> Result<&'a [u8], Error> {
+    encode_versioned(msg, PROTOCOL_VERSION, out)
+}
+
+/// [`encode`] with another version byte in the envelope: for simulators and tests that show
+/// how a peer of another protocol version is treated (the receiver reports
+/// [`Error::Version`]). Firmware uses [`encode`].
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_versioned<'a>(
+    msg: &Message,
+    version: u8,
+    out: &'a mut [u8],
+) -> Result<&'a [u8], Error> {
     let mut content = [0u8; MAX_CONTENT];
-    content[0] = PROTOCOL_VERSION;
+    content[0] = version;
     let body_len = {
         let body_buf = content
             .get_mut(1..1 + MAX_BODY)

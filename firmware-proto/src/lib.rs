@@ -11,7 +11,9 @@ pub mod frame;
 pub mod messages;
 
 pub use error::Error;
-pub use frame::{Decoder, Feed, MAX_CONTENT, MAX_FRAME, PROTOCOL_VERSION, encode};
+pub use frame::{
+    Decoder, Feed, MAX_CONTENT, MAX_FRAME, PROTOCOL_VERSION, encode, encode_versioned,
+};
 pub use messages::{
     Capabilities, DeviceKind, FirmwareVersion, Message, NackReason, PodOutcome, ProbeStatus,
     RECIPIENT_CAPACITY, REF_CAPACITY, Recipient, Ref,

@@ -105,7 +105,8 @@ pub enum Message {
     },
     /// Gateway → device: the gateway's GNSS-disciplined wall clock.
     TimeSync {
-        /// Milliseconds since the Unix epoch, UTC.
+        /// Milliseconds since the Unix epoch, UTC; 0 while the gateway's own time is not
+        /// known yet (after a cold boot without GNSS): keep the device's time.
         unix_ms: u64,
     },
     /// Gateway → device: reporting intervals.

@@ -111,6 +111,9 @@ pub struct PipelineConfig {
     /// Per-signal filters; the first entry whose `name` matches wins.
     #[serde(default)]
     pub signals: Vec<SignalFilterConfig>,
+    /// `[pipeline.positions]`: adaptive position logging (docs/positions.md).
+    #[serde(default)]
+    pub positions: crate::pipeline::positions::PositionsConfig,
 }
 
 /// `[pipeline.default_filter]`: deadband and interval settings for a signal.
@@ -246,6 +249,10 @@ pub struct MqttConfig {
 pub enum SourceConfig {
     /// Newline-delimited JSON from on-vehicle apps.
     Jsonl(JsonlConfig),
+    /// A serial device speaking firmware-proto (POD, probes, doors).
+    Device(crate::sources::device::DeviceConfig),
+    /// DS18B20 temperature probes through the Linux 1-Wire sysfs.
+    Onewire(crate::sources::onewire::OnewireConfig),
 }
 
 impl SourceConfig {
@@ -253,6 +260,8 @@ impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             SourceConfig::Jsonl(c) => &c.name,
+            SourceConfig::Device(c) => &c.name,
+            SourceConfig::Onewire(c) => &c.name,
         }
     }
 
@@ -265,6 +274,13 @@ impl SourceConfig {
     ) -> Option<Result<SourceConfig, toml::de::Error>> {
         match type_ {
             "jsonl" => Some(JsonlConfig::deserialize(entry).map(SourceConfig::Jsonl)),
+            "device" => Some(
+                crate::sources::device::DeviceConfig::deserialize(entry).map(SourceConfig::Device),
+            ),
+            "onewire" => Some(
+                crate::sources::onewire::OnewireConfig::deserialize(entry)
+                    .map(SourceConfig::Onewire),
+            ),
             _ => None,
         }
     }
@@ -661,6 +677,8 @@ impl RawConfig {
                         resolve(base_dir, p);
                     }
                 }
+                SourceConfig::Device(d) => resolve(base_dir, &mut d.device),
+                SourceConfig::Onewire(o) => resolve(base_dir, &mut o.sysfs_root),
             }
         }
 
@@ -771,6 +789,10 @@ impl Validator {
             limits::BATCH_MAX_BYTES,
         );
         self.filter(at("default_filter"), &p.default_filter);
+        for (keys, message) in p.positions.problems() {
+            let path = keys.into_iter().fold(at("positions"), |p, k| p.key(k));
+            self.bad(path, message);
+        }
 
         for (i, s) in p.signals.iter().enumerate() {
             let entry = at("signals").index(i);
@@ -971,7 +993,31 @@ impl Validator {
             }
             match source {
                 SourceConfig::Jsonl(j) => self.jsonl(i, j, &sources[..i]),
+                SourceConfig::Device(d) => {
+                    self.source_problems(i, d.problems());
+                    if let Some(k) = sources[..i]
+                        .iter()
+                        .position(|s| matches!(s, SourceConfig::Device(e) if e.device == d.device))
+                    {
+                        self.bad(
+                            at("device"),
+                            format!("sources[{k}] already reads this port"),
+                        );
+                    }
+                }
+                SourceConfig::Onewire(o) => self.source_problems(i, o.problems()),
             }
+        }
+    }
+
+    /// Problems a source module found in `sources[i]`.
+    fn source_problems(&mut self, i: usize, problems: Vec<crate::sources::cargo::KeyProblem>) {
+        for p in problems {
+            let mut path = KeyPath::new("sources").index(i).key(p.key);
+            if let Some((n, key)) = p.item {
+                path = path.index(n).key(key);
+            }
+            self.bad(path, p.message);
         }
     }
 
@@ -994,6 +1040,7 @@ impl Validator {
                 );
             } else if let Some(k) = earlier.iter().position(|s| match s {
                 SourceConfig::Jsonl(e) => e.unix_socket.as_ref() == Some(socket),
+                _ => false,
             }) {
                 self.bad(
                     at("unix_socket"),
@@ -1009,6 +1056,7 @@ impl Validator {
                 );
             } else if let Some(k) = earlier.iter().position(|s| match s {
                 SourceConfig::Jsonl(e) => addr.port() != 0 && e.tcp_listen == Some(addr),
+                _ => false,
             }) {
                 self.bad(
                     at("tcp_listen"),
@@ -1278,6 +1326,7 @@ impl Default for PipelineConfig {
             batch_max_bytes: default_batch_max_bytes(),
             default_filter: FilterConfig::default(),
             signals: Vec::new(),
+            positions: crate::pipeline::positions::PositionsConfig::default(),
         }
     }
 }
@@ -1375,8 +1424,10 @@ tls = false
             c.mqtt.ca_file.as_deref(),
             Some(Path::new("/etc/waymark/ca.pem"))
         );
-        assert_eq!(c.sources.len(), 1);
-        let SourceConfig::Jsonl(j) = &c.sources[0];
+        assert!(!c.sources.is_empty());
+        let SourceConfig::Jsonl(j) = &c.sources[0] else {
+            panic!("the example's first source is jsonl");
+        };
         assert!(j.unix_socket.is_some());
         assert!(j.tcp_listen.is_some_and(|a| a.ip().is_loopback()));
         assert!(c.pipeline.signals.len() >= 3);
@@ -1409,10 +1460,22 @@ tls = false
             max_lines_per_s: default_max_lines_per_s(),
             max_connections: default_max_connections(),
         };
-        let all = vec![SourceConfig::Jsonl(jsonl)];
+        let probe = crate::sources::cargo::ProbeConfig {
+            id: "28-0000075a1b2c".into(),
+            compartment: "Front".into(),
+        };
+        let mut device = crate::sources::device::DeviceConfig::with_device("/dev/ttyACM0".into());
+        device.probes.push(probe.clone());
+        let mut onewire = crate::sources::onewire::OnewireConfig::with_root("/sys".into());
+        onewire.probes.push(probe);
+        let all = vec![
+            SourceConfig::Jsonl(jsonl),
+            SourceConfig::Device(device),
+            SourceConfig::Onewire(onewire),
+        ];
         for s in &all {
             match s {
-                SourceConfig::Jsonl(_) => {}
+                SourceConfig::Jsonl(_) | SourceConfig::Device(_) | SourceConfig::Onewire(_) => {}
             }
         }
         all
@@ -1800,7 +1863,9 @@ tls = false
         let c = Config::from_toml(text, &dir.path().join("waymark.toml")).unwrap();
         assert_eq!(c.mqtt.ca_file, Some(dir.path().join("ca.pem")));
         assert_eq!(c.store.path, dir.path().join("buffer.db"));
-        let SourceConfig::Jsonl(j) = &c.sources[0];
+        let SourceConfig::Jsonl(j) = &c.sources[0] else {
+            panic!("a jsonl source");
+        };
         assert_eq!(j.unix_socket, Some(dir.path().join("in.sock")));
     }
 

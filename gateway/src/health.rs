@@ -67,6 +67,18 @@ counters! {
     connects,
     /// Connection failures and drops.
     connection_errors,
+    /// Frames from `device` sources that failed to decode (COBS, CRC, length, protocol
+    /// version, body, oversized).
+    device_frames_invalid,
+    /// Frames from `device` sources dropped by their `max_frames_per_s` limit.
+    device_frames_dropped,
+    /// Probe readings (`device` and `onewire` sources) that were faults, not temperatures.
+    probe_faults,
+    /// Readings taken before the time was known (monotonic stamps) that were never
+    /// re-stamped: the pipeline's hold for them overflowed (oldest first), or the gateway
+    /// stopped before the time became known. They are dropped rather than published with a
+    /// 1970 date.
+    readings_untimed_dropped,
 }
 
 /// State of one source, as the status document reports it.
@@ -98,6 +110,8 @@ pub enum HealthState {
 pub struct Health {
     /// Process counters.
     pub counters: Counters,
+    /// Liveness ticks of the stages the systemd watchdog watches (`crate::systemd`).
+    pub heartbeats: Heartbeats,
     components: Mutex<BTreeMap<String, SourceHealth>>,
 }
 
@@ -132,6 +146,35 @@ impl Health {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// A liveness counter: its owner bumps it on every turn of its loop, including idle wake-ups
+/// (at least every [`HEARTBEAT_EVERY`]). A counter that stops moving means its owner is stuck:
+/// blocked in a call, or not polled by a blocked runtime.
+#[derive(Debug, Default)]
+pub struct Heartbeat(AtomicU64);
+
+impl Heartbeat {
+    /// One more turn.
+    pub fn beat(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Turns so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Longest an idle owner of a [`Heartbeat`] waits between two beats.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The heartbeats the systemd watchdog requires to move before it pings.
+#[derive(Debug, Default)]
+pub struct Heartbeats {
+    /// The store's writer thread (every loop turn: a command group, a timer or an idle wake-up).
+    pub store: Heartbeat,
+    /// The pipeline task (every `select!` turn, and a tick when idle).
+    pub pipeline: Heartbeat,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file, validated once into a checked [`config::Config`].
+//! - [`clock`]: GNSS-disciplined wall time; monotonic stamps until the time is known.
 //! - [`sources`]: producers of readings and events (`jsonl` for on-vehicle apps).
 //! - [`pipeline`]: per-signal deadband / minimum interval, and the telemetry batcher.
 //! - [`store`]: the durable SQLite store-and-forward buffer: the single source of truth
@@ -19,7 +20,9 @@
 //! - [`health`]: process-wide counters and source health for the status document.
 //! - [`rate`]: the token bucket behind every rate limit.
 //! - [`run`]: wires the stages together; [`demo`] plays a recorded trip through them.
+//! - [`systemd`]: `Type=notify` readiness, the progress-fed watchdog, the stop notice.
 
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod health;
@@ -30,6 +33,7 @@ pub mod shutdown;
 pub mod sources;
 pub mod status;
 pub mod store;
+pub mod systemd;
 pub mod uplink;
 
 /// The gateway's version, published in the status document.

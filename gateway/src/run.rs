@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::health::Health;
 use crate::pipeline;
@@ -45,6 +46,8 @@ pub struct Running {
     pub store: Store,
     /// Counters and health.
     pub health: Arc<Health>,
+    /// The gateway clock (a GNSS source feeds it; tests read it).
+    pub clock: Clock,
 }
 
 /// Runs the gateway until `shutdown` fires, then stops every stage in order.
@@ -67,7 +70,13 @@ pub async fn run_with(
     started: impl FnOnce(Running),
 ) -> Result<(), RunError> {
     let health = Arc::new(Health::default());
-    let store = Store::open(&config.store, &config.vehicle_id, health.clone())?;
+    let clock = Clock::new();
+    let store = Store::open_with_clock(
+        &config.store,
+        &config.vehicle_id,
+        health.clone(),
+        clock.clone(),
+    )?;
 
     let pipeline_stop = Trigger::new();
     let (readings_tx, readings_rx) = mpsc::channel(READINGS_CHANNEL);
@@ -76,6 +85,7 @@ pub async fn run_with(
         readings_rx,
         store.clone(),
         health.clone(),
+        clock.clone(),
         pipeline_stop.subscribe(),
     ));
 
@@ -86,13 +96,15 @@ pub async fn run_with(
         &config.vehicle_id,
         store.clone(),
         health.clone(),
-    )?;
+    )?
+    .with_clock(clock.clone());
     let uplink_task = tokio::spawn(uplink.run(uplink_stop.subscribe()));
 
     let ctx = SourceContext {
         readings: readings_tx,
         store: store.clone(),
         health: health.clone(),
+        clock: clock.clone(),
     };
     let mut sources = sources::spawn_all(&config.sources, &ctx, &shutdown)?;
     // Only the sources hold the pipeline's sender from here on.
@@ -102,6 +114,7 @@ pub async fn run_with(
     started(Running {
         store: store.clone(),
         health: health.clone(),
+        clock: clock.clone(),
     });
 
     shutdown.recv().await;

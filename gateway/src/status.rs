@@ -10,13 +10,14 @@
 //!     "milestone": { "rows": 1, "bytes": 412, "readings": 0, "oldest": "…", "oldest_age_s": 12.5 },
 //!     "telemetry": { "rows": 2, "bytes": 9120, "readings": 1800, "oldest": "…", "oldest_age_s": 3.1 } },
 //!   "counters": { "telemetry_dropped_rows": 0, "telemetry_dropped_readings": 0, "events_expired": 0 },
-//!   "last_puback": "…", "last_puback_age_s": 0.4, "next_sequence": 118, "db_file_bytes": 1638400 }
+//!   "last_puback": "…", "last_puback_age_s": 0.4, "next_sequence": 118, "db_file_bytes": 1638400,
+//!   "clock": { "source": "gnss", "offset_ms": 12, "last_sync": "…", "updated": "…" } }
 //! ```
 
 use std::path::Path;
 
 use serde_json::{Value, json};
-use waymark_wire::time::format_rfc3339_ms;
+use waymark_wire::time::{EARLIEST_VALID_MS, format_rfc3339_ms};
 
 use crate::store::{self, LaneStats, StoreStats};
 
@@ -45,6 +46,12 @@ pub fn document(path: &Path, stats: &StoreStats, now_ms: i64) -> Value {
         "last_puback_age_s": stats.last_puback_ms.map(|t| age_s(now_ms, t)),
         "next_sequence": stats.next_sequence,
         "db_file_bytes": stats.db_file_bytes,
+        "clock": stats.clock.map(|c| json!({
+            "source": c.source,
+            "offset_ms": c.offset_ms,
+            "last_sync": c.last_sync_ms.map(format_rfc3339_ms),
+            "updated": (c.updated_ms >= EARLIEST_VALID_MS).then(|| format_rfc3339_ms(c.updated_ms)),
+        })),
     })
 }
 
@@ -115,6 +122,29 @@ fn write_table(out: &mut String, path: &Path, stats: &StoreStats, now_ms: i64) -
         }
     )?;
     writeln!(out, "next event sequence {}", stats.next_sequence)?;
+    match &stats.clock {
+        None => writeln!(out, "clock      unknown (not written by the gateway yet)")?,
+        Some(c) => {
+            let offset = c
+                .offset_ms
+                .map_or_else(|| "-".to_string(), |o| format!("{o:+} ms"));
+            let sync = c.last_sync_ms.map_or_else(
+                || "never".to_string(),
+                |t| {
+                    format!(
+                        "{} ({} ago)",
+                        format_rfc3339_ms(t),
+                        human_age(Some(age_s(now_ms, t)))
+                    )
+                },
+            );
+            writeln!(
+                out,
+                "clock      {}  offset to system clock {offset}  last GNSS sync {sync}",
+                c.source.as_str()
+            )?;
+        }
+    }
     Ok(())
 }
 

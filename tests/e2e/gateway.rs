@@ -671,3 +671,53 @@ fn check_config_names_key_and_line_with_exit_code_2() {
         "{err}"
     );
 }
+
+/// DESIGN §4 at process level: every published event `time`, reading time and status `time`
+/// is a real date (never 1970), event lines without `time` get the gateway clock's receive
+/// time, and the clock source shows in the status document and in `waymark status --json`.
+#[test]
+fn published_times_are_real_dates_and_the_clock_is_reported() {
+    use waymark_wire::time::{EARLIEST_VALID_MS, parse_rfc3339_ms};
+    let net = Net::start();
+    let gw = Gateway::start(&GatewayOpts::new(net.gate.port()));
+    let mut c = gw.connect();
+    let before = now_ms();
+    for n in 0..5 {
+        let a = c
+            .event(Uuid::now_v7(), "test.milestone.reached", n)
+            .unwrap();
+        assert_eq!(a["ok"], true, "{a}");
+    }
+    c.reading("Test.Signal", 1.0, now_ms()).unwrap();
+    wait_until("events and the reading", Duration::from_secs(30), || {
+        let d = decode_all(&net.sub);
+        d.events.len() >= 5 && !d.readings.is_empty()
+    });
+    let mut status_docs = 0;
+    for Message { topic, payload, .. } in net.sub.messages() {
+        match topics::parse(topics::DEFAULT_PREFIX, &topic) {
+            Some((_, Stream::Events)) => {
+                let ev = waymark_wire::CloudEvent::from_json(&payload).unwrap();
+                let t = parse_rfc3339_ms(&ev.time).unwrap();
+                assert!(t >= before && t <= now_ms(), "receive time: {}", ev.time);
+            }
+            Some((_, Stream::Telemetry)) => {
+                for r in waymark_wire::telemetry::decode(&payload).unwrap() {
+                    assert!(r.time >= EARLIEST_VALID_MS, "{r:?}");
+                }
+            }
+            Some((_, Stream::Status)) => {
+                let doc: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                if doc["state"] == "online" {
+                    status_docs += 1;
+                    assert_eq!(doc["clock"]["source"], "system", "{doc}");
+                    let t = parse_rfc3339_ms(doc["time"].as_str().unwrap()).unwrap();
+                    assert!(t >= EARLIEST_VALID_MS);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(status_docs >= 1, "the retained status document was seen");
+    assert_eq!(gw.status_json()["clock"]["source"], "system");
+}

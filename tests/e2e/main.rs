@@ -7,5 +7,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod devices;
 mod gateway;
+mod package;
+mod systemd;
 mod uplink;

@@ -24,6 +24,10 @@ pub struct GatewayOpts {
     pub mqtt_extra: String,
     /// Store directory (defaults to the gateway's temp dir).
     pub store_dir: Option<PathBuf>,
+    /// Extra TOML appended after the jsonl source (more `[[sources]]`).
+    pub sources_extra: String,
+    /// Extra environment of the process (e.g. `NOTIFY_SOCKET`, `WATCHDOG_USEC`).
+    pub env: Vec<(String, String)>,
 }
 
 impl GatewayOpts {
@@ -36,6 +40,8 @@ impl GatewayOpts {
             pipeline_extra: String::new(),
             mqtt_extra: String::new(),
             store_dir: None,
+            sources_extra: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -52,6 +58,7 @@ pub struct Gateway {
     pub jsonl: SocketAddr,
     child: Option<Child>,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -76,7 +83,7 @@ min_free_disk_bytes = 0
 {store_extra}
 
 [pipeline]
-batch_window_ms = 200
+{window}
 {pipeline_extra}
 
 [mqtt]
@@ -93,13 +100,21 @@ telemetry_publish_interval_ms = 500
 [[sources]]
 type = "jsonl"
 tcp_listen = "{jsonl}"
+{sources_extra}
 "#,
             vehicle = opts.vehicle,
             store = store.display(),
             store_extra = opts.store_extra,
             pipeline_extra = opts.pipeline_extra,
+            // A test may set its own window in `pipeline_extra`.
+            window = if opts.pipeline_extra.contains("batch_window_ms") {
+                ""
+            } else {
+                "batch_window_ms = 200"
+            },
             port = opts.broker_port,
             mqtt_extra = opts.mqtt_extra,
+            sources_extra = opts.sources_extra,
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.path().join("waymark.log");
@@ -110,6 +125,7 @@ tcp_listen = "{jsonl}"
             jsonl,
             child: None,
             log,
+            env: opts.env.clone(),
         };
         gw.spawn();
         gw
@@ -126,6 +142,7 @@ tcp_listen = "{jsonl}"
         let child = Command::new(env!("CARGO_BIN_EXE_waymark"))
             .args(["--log", "info,waymark_gateway=debug", "run", "--config"])
             .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -175,6 +192,11 @@ tcp_listen = "{jsonl}"
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The process's log so far.

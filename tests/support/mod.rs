@@ -12,6 +12,7 @@
 pub mod gate;
 pub mod gateway;
 pub mod mosquitto;
+pub mod notify;
 pub mod subscriber;
 
 use std::future::Future;

@@ -1,10 +1,22 @@
-//! The telemetry pipeline: readings from the sources → [`Filter`] → [`Batcher`] → encoded
-//! batches → [`Store::append_telemetry`]. The decisions live in the sans-IO [`Filter`] and
-//! [`Batcher`]; [`run`] is the one task around them.
+//! The telemetry pipeline: readings from the sources → time check → [`Positions`] (position
+//! fixes) or [`Filter`] (every other signal) → [`Batcher`] → encoded batches →
+//! [`Store::append_telemetry`]. The decisions live in the sans-IO [`Positions`], [`Filter`]
+//! and [`Batcher`]; [`run`] is the one task around them.
 //!
 //! # Invariants
+//! - **Nothing leaves with a 1970 stamp** (DESIGN §4). A reading stamped before the time was
+//!   known (`time < EARLIEST_VALID_MS`: a monotonic stamp of the gateway [`Clock`]) is
+//!   re-stamped with the clock when it can be; otherwise it waits in a hold of at most
+//!   [`UNTIMED_MAX`] readings (the oldest beyond are dropped and counted in
+//!   `readings_untimed_dropped`) and is processed, re-stamped, with the first chunk after the
+//!   time became known. Held readings at shutdown are dropped and counted the same way.
+//! - Position fixes are decided whole by [`Positions`] (see [`positions`]) and bypass the
+//!   filter; the readings of dropped fixes count in `readings_filtered`. Undecided fixes wait
+//!   up to the moving `period_s` (or [`positions::SILENCE`]); on shutdown the newest fix of
+//!   every source is kept.
 //! - Every reading received is counted in `readings_in`; the pipeline then either counts it
-//!   in `readings_filtered` or `readings_oversized` (it fits in no batch: larger than
+//!   in `readings_filtered`, `readings_untimed_dropped` or `readings_oversized` (it fits in
+//!   no batch: larger than
 //!   `batch_max_bytes` alone, or a string beyond the codec's limit), or hands it to the store
 //!   in a batch, or counts it in `readings_lost_store_unavailable` (the store is closed). The
 //!   store counts what becomes of the batches it takes (`readings_stored` / `batches_stored`
@@ -37,6 +49,7 @@
 
 pub mod batcher;
 pub mod filter;
+pub mod positions;
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -49,10 +62,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 use waymark_wire::Reading;
+use waymark_wire::time::EARLIEST_VALID_MS;
 
 pub use batcher::Batcher;
 pub use filter::Filter;
+pub use positions::Positions;
 
+use crate::clock::Clock;
 use crate::config::PipelineConfig;
 use crate::health::{Health, HealthState};
 use crate::shutdown::Shutdown;
@@ -65,6 +81,10 @@ pub const MAX_COMMITS_IN_FLIGHT: usize = 2;
 /// Name of this component in the health registry.
 const COMPONENT: &str = "pipeline";
 
+/// Readings with a monotonic stamp held until the time is known (about 1.5 MB); beyond it
+/// the oldest are dropped and counted in `readings_untimed_dropped`.
+pub const UNTIMED_MAX: usize = 10_000;
+
 /// Runs the pipeline until `shutdown` fires or every sender of `rx` is gone, then commits
 /// what is pending (see the module invariants) and returns.
 pub async fn run(
@@ -72,9 +92,12 @@ pub async fn run(
     rx: mpsc::Receiver<Reading>,
     store: Store,
     health: Arc<Health>,
+    clock: Clock,
     shutdown: Shutdown,
 ) {
-    Pipeline::new(&cfg, store, health).run(rx, shutdown).await;
+    Pipeline::new(&cfg, store, health, clock)
+        .run(rx, shutdown)
+        .await;
 }
 
 /// Where finished batches go: the [`Store`]; a seam so that tests can watch commits in flight.
@@ -168,6 +191,16 @@ struct Pipeline<S: Sink> {
     store_lost: bool,
     /// `batcher.oversized()` already counted and logged.
     oversized_seen: u64,
+    /// Maps monotonic stamps (readings taken before the time was known) to UTC.
+    clock: Clock,
+    /// Readings with a monotonic stamp, waiting for the time (at most [`UNTIMED_MAX`]).
+    untimed: VecDeque<Reading>,
+    /// Adaptive position logging: decides about position fixes instead of the filter.
+    positions: Positions,
+    /// Decided position readings, moved on by [`Pipeline::drain_positions`].
+    emitted: positions::Emitted,
+    /// `positions.stats().dropped_readings` already counted.
+    positions_dropped_seen: u64,
 }
 
 fn wall_ms() -> waymark_wire::Timestamp {
@@ -177,7 +210,7 @@ fn wall_ms() -> waymark_wire::Timestamp {
 }
 
 impl<S: Sink> Pipeline<S> {
-    fn new(cfg: &PipelineConfig, sink: S, health: Arc<Health>) -> Self {
+    fn new(cfg: &PipelineConfig, sink: S, health: Arc<Health>, clock: Clock) -> Self {
         let window = Duration::from_millis(cfg.batch_window_ms);
         Pipeline {
             filter: Filter::new(cfg),
@@ -188,6 +221,11 @@ impl<S: Sink> Pipeline<S> {
             in_flight: InFlight(VecDeque::new()),
             store_lost: false,
             oversized_seen: 0,
+            clock,
+            untimed: VecDeque::new(),
+            positions: Positions::new(&cfg.positions),
+            emitted: positions::Emitted::default(),
+            positions_dropped_seen: 0,
         }
     }
 
@@ -197,8 +235,17 @@ impl<S: Sink> Pipeline<S> {
         let sleep = tokio::time::sleep_until(Instant::now());
         tokio::pin!(sleep);
         let mut armed: Option<Instant> = None;
+        // Liveness for the systemd watchdog: a beat per turn, and a tick so that an idle
+        // pipeline still beats. A pipeline stuck awaiting the store stops beating.
+        let mut heartbeat = tokio::time::interval(crate::health::HEARTBEAT_EVERY);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let wake = self.batcher.deadline().map(Instant::from_std);
+            self.health.heartbeats.pipeline.beat();
+            let wake = match (self.batcher.deadline(), self.positions.deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(Instant::from_std);
             if wake != armed {
                 if let Some(at) = wake {
                     sleep.as_mut().reset(at);
@@ -213,10 +260,15 @@ impl<S: Sink> Pipeline<S> {
                 }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
-                    if let Some(batch) = self.batcher.poll(Instant::now().into_std()) {
+                    let now = Instant::now().into_std();
+                    self.positions.poll(now, &mut self.emitted);
+                    let filtered = self.drain_positions(now).await;
+                    Health::add(&self.health.counters.readings_filtered, filtered);
+                    if let Some(batch) = self.batcher.poll(now) {
                         self.flush(batch).await;
                     }
                 }
+                _ = heartbeat.tick() => {}
                 n = rx.recv_many(&mut inbox, RECV_CHUNK) => {
                     if n == 0 {
                         info!("All reading producers are gone; the pipeline stops.");
@@ -234,18 +286,42 @@ impl<S: Sink> Pipeline<S> {
         let now = Instant::now().into_std();
         let received = inbox.len() as u64;
         let mut filtered = 0u64;
-        for r in inbox.drain(..) {
-            if !self.filter.keep(r.time, &r) {
-                filtered += 1;
-                continue;
+        let mut released = Vec::new();
+        if !self.untimed.is_empty() && self.clock.is_known() {
+            released.extend(self.untimed.drain(..));
+        }
+        let mut untimed_dropped = 0u64;
+        for mut r in released.into_iter().chain(inbox.drain(..)) {
+            if r.time < EARLIEST_VALID_MS {
+                match self.clock.restamp(r.time) {
+                    Some(t) => r.time = t,
+                    None => {
+                        if self.untimed.len() >= UNTIMED_MAX {
+                            self.untimed.pop_front();
+                            untimed_dropped += 1;
+                        }
+                        self.untimed.push_back(r);
+                        continue;
+                    }
+                }
             }
-            if let Some(batch) = self.batcher.push(now, r) {
-                self.flush(batch).await;
+            match self.positions.offer(now, r, &mut self.emitted) {
+                Some(r) => filtered += self.filter_and_batch(now, r).await,
+                None => filtered += self.drain_positions(now).await,
             }
         }
         let counters = &self.health.counters;
         Health::add(&counters.readings_in, received);
         Health::add(&counters.readings_filtered, filtered);
+        if untimed_dropped > 0 {
+            Health::add(&counters.readings_untimed_dropped, untimed_dropped);
+            warn!(
+                readings = untimed_dropped,
+                held = UNTIMED_MAX,
+                "The time is still not known and the hold for readings taken before it is \
+                 full; the oldest were dropped."
+            );
+        }
         let oversized = self.batcher.oversized() - self.oversized_seen;
         if oversized > 0 {
             self.oversized_seen = self.batcher.oversized();
@@ -258,6 +334,43 @@ impl<S: Sink> Pipeline<S> {
                  source or text longer than the codec allows) were dropped."
             );
         }
+    }
+
+    /// Runs one reading through the per-signal filter into the batcher. Returns 1 when the
+    /// filter dropped it.
+    async fn filter_and_batch(&mut self, now: std::time::Instant, r: Reading) -> u64 {
+        if !self.filter.keep(r.time, &r) {
+            return 1;
+        }
+        if let Some(batch) = self.batcher.push(now, r) {
+            self.flush(batch).await;
+        }
+        0
+    }
+
+    /// Moves decided position readings on: kept fixes straight into the batcher (they bypass
+    /// the per-signal filter), readings that were not a fix after all through the filter.
+    /// Returns the readings dropped (fixes the logger dropped, and filtered ones).
+    async fn drain_positions(&mut self, now: std::time::Instant) -> u64 {
+        let mut dropped = 0;
+        if !self.emitted.kept.is_empty() {
+            let kept = std::mem::take(&mut self.emitted.kept);
+            for r in kept {
+                if let Some(batch) = self.batcher.push(now, r) {
+                    self.flush(batch).await;
+                }
+            }
+        }
+        if !self.emitted.pass.is_empty() {
+            let pass = std::mem::take(&mut self.emitted.pass);
+            for r in pass {
+                dropped += self.filter_and_batch(now, r).await;
+            }
+        }
+        let total = self.positions.stats().dropped_readings;
+        dropped += total - self.positions_dropped_seen;
+        self.positions_dropped_seen = total;
+        dropped
     }
 
     /// Encodes a finished batch and hands it on.
@@ -327,6 +440,20 @@ impl<S: Sink> Pipeline<S> {
             }
         }
         self.intake(&mut inbox).await;
+        self.positions.finish(&mut self.emitted);
+        let now = Instant::now().into_std();
+        let filtered = self.drain_positions(now).await;
+        Health::add(&self.health.counters.readings_filtered, filtered);
+        if !self.untimed.is_empty() {
+            let lost = self.untimed.len() as u64;
+            self.untimed.clear();
+            Health::add(&self.health.counters.readings_untimed_dropped, lost);
+            warn!(
+                readings = lost,
+                "Stopping before the time was known: readings without a time are dropped \
+                 (never published with a 1970 date)."
+            );
+        }
         if let Some(batch) = self.batcher.take() {
             self.flush(batch).await;
         }
@@ -523,6 +650,7 @@ mod tests {
             rx,
             store.clone(),
             health.clone(),
+            Clock::new(),
             trigger.subscribe(),
         ));
         Harness {
@@ -635,6 +763,7 @@ mod tests {
             rx,
             store.clone(),
             health.clone(),
+            Clock::new(),
             trigger.subscribe(),
         )
         .await;
@@ -759,6 +888,7 @@ mod tests {
             rx,
             store,
             health.clone(),
+            Clock::new(),
             trigger.subscribe(),
         ));
         for r in readings(0..7) {
@@ -809,6 +939,7 @@ mod tests {
             rx,
             store,
             health.clone(),
+            Clock::new(),
             trigger.subscribe(),
         )
         .await;
@@ -866,7 +997,12 @@ mod tests {
         let health = Arc::new(Health::default());
         let (tx, rx) = mpsc::channel(4096);
         let trigger = Trigger::new();
-        let pipeline = Pipeline::new(&cfg(60_000, 2, 65536), sink.clone(), health.clone());
+        let pipeline = Pipeline::new(
+            &cfg(60_000, 2, 65536),
+            sink.clone(),
+            health.clone(),
+            Clock::new(),
+        );
         let task = tokio::spawn(pipeline.run(rx, trigger.subscribe()));
         for r in readings(0..40) {
             tx.send(r).await.unwrap();
@@ -962,5 +1098,144 @@ mod tests {
         rs.remove(3);
         assert_eq!(back, rs, "the others kept, in order");
         assert_eq!(out.iter().map(|b| b.readings).sum::<u32>(), 8);
+    }
+
+    /// Runs a pipeline into a [`TestSink`] with `clock`; returns the sender, trigger, task.
+    fn start_sink(
+        c: PipelineConfig,
+        sink: &TestSink,
+        health: &Arc<Health>,
+        clock: Clock,
+    ) -> (mpsc::Sender<Reading>, Trigger, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(UNTIMED_MAX * 2);
+        let trigger = Trigger::new();
+        let pipeline = Pipeline::new(&c, sink.clone(), health.clone(), clock);
+        let task = tokio::spawn(pipeline.run(rx, trigger.subscribe()));
+        (tx, trigger, task)
+    }
+
+    fn stored_readings(sink: &TestSink) -> Vec<Reading> {
+        sink.state()
+            .stored
+            .iter()
+            .flat_map(|b| waymark_wire::telemetry::decode(&b.payload).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn untimed_readings_wait_for_the_time_and_are_restamped() {
+        let sink = TestSink::default();
+        let health = Arc::new(Health::default());
+        let clock = Clock::with_system_clock(|| 5_000); // booted in 1970
+        let (tx, trigger, task) = start_sink(cfg(100, 2000, 65536), &sink, &health, clock.clone());
+        let early = clock.now();
+        assert!(early < EARLIEST_VALID_MS);
+        for i in 0..3 {
+            tx.send(Reading {
+                time: early + i,
+                ..reading(i)
+            })
+            .await
+            .unwrap();
+        }
+        settle(&health, |c| c.readings_in == 3).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            sink.state().stored.is_empty(),
+            "nothing goes out with a 1970 stamp"
+        );
+        // GNSS time arrives; the next reading releases the held ones, re-stamped.
+        clock.observe_gnss(T0, std::time::Instant::now());
+        tx.send(reading(10)).await.unwrap();
+        until(|| sink.state().stored.len() == 1, || "no batch".into()).await;
+        let got = stored_readings(&sink);
+        assert_eq!(got.len(), 4);
+        for (i, r) in got[..3].iter().enumerate() {
+            assert!(r.time <= T0 + 3 && r.time > T0 - 60_000, "{r:?}");
+            assert_eq!(r.time - got[0].time, i as i64, "spacing kept");
+        }
+        assert_eq!(got[3].time, T0 + 10);
+        assert_eq!(health.counters.snapshot().readings_untimed_dropped, 0);
+        trigger.fire();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn untimed_hold_is_bounded_and_never_published() {
+        let sink = TestSink::default();
+        let health = Arc::new(Health::default());
+        let clock = Clock::with_system_clock(|| 5_000);
+        let (tx, trigger, task) = start_sink(cfg(100, 2000, 65536), &sink, &health, clock.clone());
+        let n = UNTIMED_MAX as i64 + 5;
+        for i in 0..n {
+            tx.send(Reading {
+                time: 1 + i,
+                ..reading(i)
+            })
+            .await
+            .unwrap();
+        }
+        settle(&health, |c| c.readings_in == n as u64).await;
+        assert_eq!(health.counters.snapshot().readings_untimed_dropped, 5);
+        // Shutdown before the time is known: the rest are dropped and counted, not stored.
+        trigger.fire();
+        task.await.unwrap();
+        assert!(sink.state().stored.is_empty());
+        assert_eq!(
+            health.counters.snapshot().readings_untimed_dropped,
+            n as u64
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn position_fixes_travel_whole_and_bypass_the_filter() {
+        use crate::sources::gps::readings::{HEADING, LATITUDE, LONGITUDE, SPEED};
+        let sink = TestSink::default();
+        let health = Arc::new(Health::default());
+        let mut c = cfg(100, 2000, 65536);
+        // A deadband that would drop every repeated value of these signals.
+        c.default_filter.deadband = 1e9;
+        let (tx, trigger, task) = start_sink(c, &sink, &health, Clock::new());
+        let fix = |i: i64| {
+            let t = T0 + i * 1000;
+            [
+                (LATITUDE, 48.0 + i as f64 * 1e-4),
+                (LONGITUDE, 11.0),
+                (HEADING, 0.0),
+                (SPEED, 40.0),
+            ]
+            .map(|(signal, v)| Reading {
+                signal: signal.into(),
+                value: Value::Num(v),
+                unit: String::new(),
+                time: t,
+                source: "gps".into(),
+            })
+        };
+        for i in 0..5 {
+            for r in fix(i) {
+                tx.send(r).await.unwrap();
+            }
+        }
+        settle(&health, |c| c.readings_in == 20).await;
+        // Without shutdown: the last fix settles, and after the GPS is silent for 5 s it is
+        // kept (the pipeline's timer polls the logger).
+        until(
+            || stored_readings(&sink).len() == 8,
+            || format!("{} stored", stored_readings(&sink).len()),
+        )
+        .await;
+        trigger.fire();
+        task.await.unwrap();
+        let key = |r: &Reading| (r.time, r.signal.clone());
+        let mut got = stored_readings(&sink);
+        got.sort_by_key(key);
+        // First and last fix of a straight line, each whole; the deadband did not apply.
+        let mut expected: Vec<Reading> = fix(0).to_vec();
+        expected.extend(fix(4));
+        expected.sort_by_key(key);
+        assert_eq!(got, expected);
+        let snap = health.counters.snapshot();
+        assert_eq!((snap.readings_in, snap.readings_filtered), (20, 12));
     }
 }

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -54,12 +54,13 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
-use waymark_wire::{Reading, Timestamp};
+use waymark_wire::Reading;
 
 use self::framer::{Frame, LineFramer};
 use self::line::{Parsed, parse_line};
 use self::rate::RateLimiter;
 use super::{EventSink, Source, SourceContext, SourceError};
+use crate::clock::{Clock, system_ms};
 use crate::config::JsonlConfig;
 use crate::health::{Health, HealthState};
 use crate::shutdown::Shutdown;
@@ -214,6 +215,7 @@ impl Jsonl {
         readings: mpsc::Sender<Reading>,
         events: E,
         health: Arc<Health>,
+        clock: Clock,
         shutdown: Shutdown,
     ) -> Result<(), SourceError> {
         let Jsonl {
@@ -224,12 +226,13 @@ impl Jsonl {
         let (unix, socket_file) = unix.map_or((None, None), |(l, f)| (Some(l), Some(f)));
         let listening = describe(socket_file.as_ref(), tcp.as_ref());
         info!(component = %settings.component, %listening, "Accepting JSON lines.");
-        health.set(&settings.component, HealthState::Ok, None, now_ms());
+        health.set(&settings.component, HealthState::Ok, None, system_ms());
         let shared = Arc::new(Shared {
             settings,
             readings,
             events,
             health,
+            clock,
             store_degraded: AtomicBool::new(false),
         });
 
@@ -297,7 +300,7 @@ impl Jsonl {
             &shared.settings.component,
             HealthState::Down,
             Some(detail),
-            now_ms(),
+            system_ms(),
         );
         info!(component = %shared.settings.component, "Stopped accepting JSON lines.");
         result
@@ -312,7 +315,7 @@ impl Source for Jsonl {
     }
 
     async fn run(self, ctx: SourceContext, shutdown: Shutdown) -> Result<(), SourceError> {
-        self.serve(ctx.readings, ctx.store, ctx.health, shutdown)
+        self.serve(ctx.readings, ctx.store, ctx.health, ctx.clock, shutdown)
             .await
     }
 }
@@ -323,6 +326,9 @@ struct Shared<E> {
     readings: mpsc::Sender<Reading>,
     events: E,
     health: Arc<Health>,
+    /// Stamps lines that carry no `time` (their receive time; monotonic until the time is
+    /// known, see [`crate::clock`]).
+    clock: Clock,
     /// Whether health currently says the store refused an event (so the next success can
     /// clear it without taking the health lock on every event).
     store_degraded: AtomicBool,
@@ -555,7 +561,7 @@ where
         // One clock reading per chunk: the receive time of lines without `time`, and the
         // rate limiter's `now` (a stale `now` only errs towards waiting).
         let mut now = tokio::time::Instant::now().into_std();
-        let received_ms = now_ms();
+        let received_ms = shared.clock.now();
         while let Some(frame) = framer.next_or_last(eof) {
             if let Err(at) = limiter.check(now) {
                 if !deliver(&mut batch, shared, stop.as_mut()).await? {
@@ -776,9 +782,12 @@ async fn write_bounded<W: AsyncWrite + Unpin>(
 
 fn store_ok<E>(shared: &Shared<E>) {
     if shared.store_degraded.swap(false, Ordering::Relaxed) {
-        shared
-            .health
-            .set(&shared.settings.component, HealthState::Ok, None, now_ms());
+        shared.health.set(
+            &shared.settings.component,
+            HealthState::Ok,
+            None,
+            system_ms(),
+        );
     }
 }
 
@@ -789,7 +798,7 @@ fn store_failed<E>(shared: &Shared<E>, e: &dyn Display) {
         &shared.settings.component,
         HealthState::Degraded,
         Some(format!("store refuses events: {e}")),
-        now_ms(),
+        system_ms(),
     );
 }
 
@@ -846,11 +855,4 @@ fn answer_json(a: &Answer<'_>) -> Vec<u8> {
     // one-answer-per-line contract anyway.
     serde_json::to_vec(a)
         .unwrap_or_else(|_| format!(r#"{{"ok":false,"line":{}}}"#, a.line).into_bytes())
-}
-
-/// Wall-clock UTC milliseconds.
-fn now_ms() -> Timestamp {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
-        Timestamp::try_from(d.as_millis()).unwrap_or(Timestamp::MAX)
-    })
 }

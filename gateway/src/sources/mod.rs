@@ -18,8 +18,11 @@
 //! `SourceConfig` variant, one `Built` variant and one match arm in each of `Built::build` and
 //! `spawn_all`.
 
+pub mod cargo;
+pub mod device;
 pub mod gps;
 pub mod jsonl;
+pub mod onewire;
 
 use std::fmt::Display;
 use std::future::Future;
@@ -29,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use waymark_wire::Reading;
 
+use crate::clock::Clock;
 use crate::config::SourceConfig;
 use crate::health::Health;
 use crate::shutdown::Shutdown;
@@ -43,6 +47,9 @@ pub struct SourceContext {
     pub store: Store,
     /// Counters and per-component health.
     pub health: Arc<Health>,
+    /// The gateway's clock: stamp readings and events with [`Clock::now`]; a GNSS source
+    /// feeds it fix times with [`Clock::observe_gnss`].
+    pub clock: Clock,
 }
 
 /// A producer of readings (and, for some kinds, events); one impl per source kind.
@@ -114,6 +121,8 @@ impl EventSink for Store {
 /// A configured source, built and ready to run.
 enum Built {
     Jsonl(jsonl::Jsonl),
+    Device(device::Device),
+    Onewire(onewire::Onewire),
 }
 
 impl Built {
@@ -121,6 +130,8 @@ impl Built {
     fn build(cfg: &SourceConfig) -> Result<Self, SourceError> {
         match cfg {
             SourceConfig::Jsonl(c) => Ok(Built::Jsonl(jsonl::Jsonl::bind(c)?)),
+            SourceConfig::Device(c) => Ok(Built::Device(device::Device::new(c))),
+            SourceConfig::Onewire(c) => Ok(Built::Onewire(onewire::Onewire::new(c))),
         }
     }
 }
@@ -148,6 +159,8 @@ pub fn spawn_all(
     for source in built {
         match source {
             Built::Jsonl(s) => spawn_one(&mut set, s, ctx, shutdown),
+            Built::Device(s) => spawn_one(&mut set, s, ctx, shutdown),
+            Built::Onewire(s) => spawn_one(&mut set, s, ctx, shutdown),
         }
     }
     Ok(set)

@@ -37,7 +37,9 @@
 //!                                                    -- telemetry_dropped_readings, events_expired
 //! dedup    event_id TEXT PRIMARY KEY, sequence INTEGER, created_ms INTEGER
 //!   INDEX dedup_created (created_ms)                 -- pruned after dedup_retention_s
-//! meta     key TEXT PRIMARY KEY, value INTEGER       -- created_ms, last_puback_ms
+//! meta     key TEXT PRIMARY KEY, value INTEGER       -- last_puback_ms, last_probe_ms,
+//!                                                    -- clock_source, clock_offset_ms,
+//!                                                    -- clock_last_sync_ms, clock_updated_ms
 //! ```
 //! Pragmas: `auto_vacuum=INCREMENTAL` (set at creation), `journal_mode=WAL`,
 //! `synchronous=FULL`, `cache_size` 2 MiB, `journal_size_limit` 4 MiB, `busy_timeout` 5 s.
@@ -69,8 +71,13 @@
 //!    events with [`StoreError::Unavailable`] (the producer is not acked and retries), holds
 //!    telemetry in memory, and retries with backoff, reopening the file when the error calls
 //!    for it. Recovery is automatic.
-//! 3. A periodic sweep expires old events, prunes `dedup`, and re-stamps rows written before
-//!    the wall clock was valid (so a unit that booted in 1970 does not expire its events).
+//! 3. A periodic sweep expires old events, prunes `dedup`, persists the clock state, and
+//!    re-stamps rows written before the wall clock was valid (so a unit that booted in 1970
+//!    does not expire its events, and no event is published with a 1970 `time`: an event lane
+//!    is not fetched past such a row until the sweep re-stamped it; see `docs/time.md`). The
+//!    sweep runs within a second of the clock becoming valid. At the first open, rows that an
+//!    earlier process committed before its clock was known are marked `created_ms = 0`: their
+//!    monotonic stamps cannot be mapped by this process.
 
 mod hold;
 mod quota;
@@ -260,6 +267,19 @@ pub struct StoreCounters {
     pub events_expired: u64,
 }
 
+/// The clock state persisted in the store's `meta` table (see [`crate::clock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StoredClock {
+    /// Where the time came from.
+    pub source: crate::clock::ClockSource,
+    /// Disciplined time minus the system clock, ms; `None` while no time was known.
+    pub offset_ms: Option<i64>,
+    /// UTC ms of the last GNSS sync, if any.
+    pub last_sync_ms: Option<Timestamp>,
+    /// Store clock when this was written (a monotonic stamp while no time was known).
+    pub updated_ms: Timestamp,
+}
+
 /// What `waymark status` and the status document show about the store.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
@@ -273,6 +293,9 @@ pub struct StoreStats {
     pub counters: StoreCounters,
     /// Wall-clock ms of the last PUBACK, if one ever arrived.
     pub last_puback_ms: Option<Timestamp>,
+    /// The gateway clock as last persisted by the running gateway (every sweep, 60 s);
+    /// `None` in a store no clock-aware gateway wrote.
+    pub clock: Option<StoredClock>,
     /// The sequence number the next event will get.
     pub next_sequence: u64,
     /// Size of the database file plus its WAL, bytes.
@@ -386,6 +409,28 @@ impl Store {
         Store::open_with(cfg, vehicle_id, health, Options::default())
     }
 
+    /// Like [`Store::open`], with `clock` as the store's clock: `created_ms` and the store's
+    /// own events are stamped with it, rows committed before the time was known are
+    /// re-stamped with it once it is (event `time`s included; see [`crate::clock`]), and its
+    /// state is persisted for `waymark status`.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with_clock(
+        cfg: &StoreConfig,
+        vehicle_id: &str,
+        health: Arc<Health>,
+        clock: crate::clock::Clock,
+    ) -> Result<Store, StoreError> {
+        let now = clock.clone();
+        let options = Options {
+            clock: Arc::new(move || now.now()),
+            time: Some(clock),
+            ..Options::default()
+        };
+        Store::open_with(cfg, vehicle_id, health, options)
+    }
+
     fn open_with(
         cfg: &StoreConfig,
         vehicle_id: &str,
@@ -494,6 +539,21 @@ impl Store {
     /// [`StoreError::Closed`] when the store was already closed.
     pub async fn close(self) -> Result<(), StoreError> {
         self.request(|reply| Command::Close { reply }).await
+    }
+
+    /// Test seam for other modules: blocks the writer thread (as a hung `fsync` would) until
+    /// the returned sender sends or is dropped; returns once it is blocked.
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, open) = mpsc::channel();
+        let (entered, blocked) = mpsc::channel();
+        let (reply, _answer) = oneshot::channel();
+        let hook = writer::Hook::Gate { entered, open };
+        self.tx
+            .send(Command::Hook { hook, reply })
+            .expect("the writer thread runs");
+        blocked.recv().expect("the writer reaches the gate");
+        release
     }
 
     async fn request<T>(

@@ -17,8 +17,9 @@ use waymark_wire::{CloudEvent, Timestamp};
 use super::quota::{self, Cover, Incoming, Limits};
 use super::{
     Accepted, Fetch, Lane, LaneStats, NewEvent, OutboxRow, RowKind, StoreCounters, StoreError,
-    StoreStats, TelemetryBatch,
+    StoreStats, StoredClock, TelemetryBatch,
 };
+use crate::clock::{Clock, ClockSource, ClockState};
 
 /// Schema version this build writes (`PRAGMA user_version`).
 pub(crate) const SCHEMA_VERSION: u32 = 1;
@@ -66,6 +67,14 @@ mod meta_key {
     pub const LAST_PUBACK_MS: &str = "last_puback_ms";
     /// Wall-clock ms of the last write probe after reopening.
     pub const LAST_PROBE_MS: &str = "last_probe_ms";
+    /// Clock source code (0 none, 1 system, 2 gnss; [`crate::clock::ClockSource::code`]).
+    pub const CLOCK_SOURCE: &str = "clock_source";
+    /// Disciplined time minus the system clock, ms (NULL while unknown).
+    pub const CLOCK_OFFSET_MS: &str = "clock_offset_ms";
+    /// UTC ms of the last GNSS sync (NULL when none).
+    pub const CLOCK_LAST_SYNC_MS: &str = "clock_last_sync_ms";
+    /// Store-clock ms when the clock keys were written.
+    pub const CLOCK_UPDATED_MS: &str = "clock_updated_ms";
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -674,13 +683,22 @@ pub(crate) fn drop_oldest_telemetry(
     Ok(())
 }
 
-/// Fetch queries in lane order. `?1` cursor, `?2` row limit, `?3` live_since_ms. Live telemetry
-/// is found through `(lane, created_ms)` (it is the newest, small part); backlog is walked
-/// through `(lane, row_id)` from the cursor.
+/// Fetch queries in lane order. `?1` cursor, `?2` row limit, `?3` live_since_ms for telemetry
+/// and [`EARLIEST_VALID_MS`] for events. Live telemetry is found through `(lane, created_ms)`
+/// (it is the newest, small part); backlog is walked through `(lane, row_id)` from the cursor.
+///
+/// An event lane stops before its first row committed while the clock was not known
+/// (`created_ms < EARLIEST_VALID_MS`): its CloudEvent `time` may still be a monotonic stamp,
+/// which the sweep re-stamps once the time is known (see [`sweep`]). Stopping there rather
+/// than skipping the row keeps the lane's order and the uplink's cursor valid.
 const FETCH_ALERT: &str = "SELECT row_id, lane, kind, created_ms, readings, payload FROM outbox
-    WHERE lane = 0 AND row_id > ?1 ORDER BY row_id LIMIT ?2";
+    WHERE lane = 0 AND row_id > ?1 AND row_id < coalesce((SELECT min(row_id) FROM outbox
+        WHERE lane = 0 AND created_ms < ?3), 9223372036854775807)
+    ORDER BY row_id LIMIT ?2";
 const FETCH_MILESTONE: &str = "SELECT row_id, lane, kind, created_ms, readings, payload FROM outbox
-    WHERE lane = 1 AND row_id > ?1 ORDER BY row_id LIMIT ?2";
+    WHERE lane = 1 AND row_id > ?1 AND row_id < coalesce((SELECT min(row_id) FROM outbox
+        WHERE lane = 1 AND created_ms < ?3), 9223372036854775807)
+    ORDER BY row_id LIMIT ?2";
 const FETCH_LIVE: &str = "SELECT row_id, lane, kind, created_ms, readings, payload
     FROM outbox INDEXED BY outbox_lane_created
     WHERE lane = 2 AND created_ms >= ?3 AND row_id > ?1 ORDER BY row_id LIMIT ?2";
@@ -693,23 +711,19 @@ pub(crate) fn fetch(conn: &Connection, f: &Fetch) -> rusqlite::Result<Vec<Outbox
     let mut out = Vec::new();
     let mut bytes = 0usize;
     let parts = [
-        (FETCH_ALERT, f.after.alert),
-        (FETCH_MILESTONE, f.after.milestone),
-        (FETCH_LIVE, f.after.live),
-        (FETCH_BACKLOG, f.after.backlog),
+        (FETCH_ALERT, f.after.alert, EARLIEST_VALID_MS),
+        (FETCH_MILESTONE, f.after.milestone, EARLIEST_VALID_MS),
+        (FETCH_LIVE, f.after.live, f.live_since_ms),
+        (FETCH_BACKLOG, f.after.backlog, f.live_since_ms),
     ];
-    for (sql, after) in parts {
+    for (sql, after, third) in parts {
         let remaining = f.max_rows.saturating_sub(out.len());
         if remaining == 0 {
             break;
         }
         let mut stmt = conn.prepare_cached(sql)?;
         let limit = to_i64(remaining as u64);
-        let mut rows = if stmt.parameter_count() == 3 {
-            stmt.query(params![after, limit, f.live_since_ms])?
-        } else {
-            stmt.query(params![after, limit])?
-        };
+        let mut rows = stmt.query(params![after, limit, third])?;
         while let Some(r) = rows.next()? {
             let row = outbox_row(r)?;
             if !out.is_empty() && bytes.saturating_add(row.payload.len()) > f.max_bytes {
@@ -766,21 +780,130 @@ pub(crate) fn ack(
     Ok(())
 }
 
-/// The periodic sweep: re-stamps rows written before the clock was valid, expires old
-/// events, prunes `dedup`. Does nothing while the clock is not valid.
-pub(crate) fn sweep(conn: &Connection, ctx: &Ctx, st: &mut TxState) -> rusqlite::Result<()> {
+/// Marks rows committed by an earlier process before its clock was known: their monotonic
+/// stamps (`1 ..< EARLIEST_VALID_MS`) were on that process's base and cannot be mapped to
+/// UTC by this one, so they become 0 ("time unknown"). Run once per process, at the first
+/// open, before this process writes anything. Returns the rows marked.
+pub(crate) fn mark_previous_run(conn: &Connection) -> rusqlite::Result<usize> {
+    let outbox = conn.execute(
+        "UPDATE outbox SET created_ms = 0 WHERE created_ms > 0 AND created_ms < ?1",
+        [EARLIEST_VALID_MS],
+    )?;
+    conn.execute(
+        "UPDATE dedup SET created_ms = 0 WHERE created_ms > 0 AND created_ms < ?1",
+        [EARLIEST_VALID_MS],
+    )?;
+    Ok(outbox)
+}
+
+/// Persists what the clock knows in `meta`, for `waymark status` (which reads the file).
+pub(crate) fn write_clock_state(
+    conn: &Connection,
+    state: &ClockState,
+    now_ms: Timestamp,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?;
+    stmt.execute(params![meta_key::CLOCK_SOURCE, state.source.code()])?;
+    stmt.execute(params![meta_key::CLOCK_OFFSET_MS, state.offset_ms])?;
+    stmt.execute(params![meta_key::CLOCK_LAST_SYNC_MS, state.last_sync_ms])?;
+    stmt.execute(params![meta_key::CLOCK_UPDATED_MS, now_ms])?;
+    Ok(())
+}
+
+/// Gives every event committed before the clock was known a real CloudEvent `time`: a
+/// monotonic stamp of this process is mapped with `clock`; one from an earlier process (row
+/// marked 0, see [`mark_previous_run`]) or without a clock gets `now` (the first known time,
+/// an estimate; counted in the returned number and logged). Runs only once `now` is valid.
+fn restamp_events(
+    conn: &Connection,
+    st: &mut TxState,
+    clock: Option<&Clock>,
+) -> rusqlite::Result<u64> {
+    let rows: Vec<(i64, i64, i64, Vec<u8>)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT row_id, lane, created_ms, payload FROM outbox
+             WHERE kind = ?1 AND created_ms < ?2",
+        )?;
+        stmt.query_map(params![RowKind::Event as i64, EARLIEST_VALID_MS], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
+    };
+    let mut estimated = 0;
+    for (row_id, lane, created_ms, payload) in rows {
+        let Ok(mut ce) = serde_json::from_slice::<CloudEvent>(&payload) else {
+            continue;
+        };
+        let Ok(t) = waymark_wire::time::parse_rfc3339_ms(&ce.time) else {
+            continue;
+        };
+        if t >= EARLIEST_VALID_MS {
+            continue;
+        }
+        let mapped = (created_ms > 0 && t > 0)
+            .then(|| clock.and_then(|c| c.restamp(t)))
+            .flatten()
+            .filter(|m| *m >= EARLIEST_VALID_MS && *m <= st.now_ms);
+        let time = mapped.unwrap_or_else(|| {
+            estimated += 1;
+            st.now_ms
+        });
+        ce.time = format_rfc3339_ms(time);
+        let Ok(json) = serde_json::to_vec(&ce) else {
+            continue;
+        };
+        let (old, new) = (payload.len() as u64, json.len() as u64);
+        conn.prepare_cached("UPDATE outbox SET payload = ?2, bytes = ?3 WHERE row_id = ?1")?
+            .execute(params![row_id, json, to_i64(new)])?;
+        if let Some(lane) = Lane::from_i64(lane) {
+            let l = &mut st.unsent.lanes[lane.index()];
+            l.bytes = l.bytes.saturating_sub(old).saturating_add(new);
+        }
+    }
+    Ok(estimated)
+}
+
+/// The periodic sweep: persists the clock state; once the clock is valid, re-stamps rows
+/// written before it was (event `time`s, see [`restamp_events`]; `created_ms` mapped with the
+/// clock, or set to now for rows of an earlier process), expires old events, prunes `dedup`.
+pub(crate) fn sweep(
+    conn: &Connection,
+    ctx: &Ctx,
+    st: &mut TxState,
+    clock: Option<&Clock>,
+) -> rusqlite::Result<()> {
     let now = st.now_ms;
+    if let Some(c) = clock {
+        write_clock_state(conn, &c.source(), now)?;
+    }
     if now < EARLIEST_VALID_MS {
         return Ok(());
     }
-    conn.execute(
-        "UPDATE outbox SET created_ms = ?1 WHERE lane IN (0, 1, 2) AND created_ms < ?2",
-        params![now, EARLIEST_VALID_MS],
-    )?;
-    conn.execute(
-        "UPDATE dedup SET created_ms = ?1 WHERE created_ms < ?2",
-        params![now, EARLIEST_VALID_MS],
-    )?;
+    let estimated = restamp_events(conn, st, clock)?;
+    if estimated > 0 {
+        tracing::warn!(
+            events = estimated,
+            "Events accepted before the time was known, in an earlier run, were stamped with \
+             the first known time."
+        );
+    }
+    // `created_ms + offset` maps a monotonic stamp of this process; 0 (earlier process or
+    // unknown) becomes now.
+    let offset = clock.and_then(|c| c.restamp(0));
+    for table in ["outbox", "dedup"] {
+        conn.execute(
+            &format!(
+                "UPDATE {table} SET created_ms = CASE
+                     WHEN created_ms > 0 AND ?3 IS NOT NULL THEN min(created_ms + ?3, ?1)
+                     ELSE ?1 END
+                 WHERE created_ms < ?2"
+            ),
+            params![now, EARLIEST_VALID_MS, offset],
+        )?;
+    }
     if ctx.event_max_age_s > 0 {
         let cutoff = now.saturating_sub(to_i64(ctx.event_max_age_s).saturating_mul(1000));
         let mut stmt = conn.prepare_cached(&format!(
@@ -857,11 +980,23 @@ pub(crate) fn stats(
         };
     }
     let [alert, milestone, telemetry] = lanes;
-    let last_puback_ms: Option<i64> = conn
-        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-        .query_row([meta_key::LAST_PUBACK_MS], |r| r.get(0))
-        .optional()?
-        .flatten();
+    let meta = |key: &str| -> rusqlite::Result<Option<i64>> {
+        Ok(conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?
+            .flatten())
+    };
+    let last_puback_ms = meta(meta_key::LAST_PUBACK_MS)?;
+    let clock = match meta(meta_key::CLOCK_UPDATED_MS)? {
+        Some(updated_ms) => Some(StoredClock {
+            source: ClockSource::from_code(meta(meta_key::CLOCK_SOURCE)?.unwrap_or(0)),
+            offset_ms: meta(meta_key::CLOCK_OFFSET_MS)?,
+            last_sync_ms: meta(meta_key::CLOCK_LAST_SYNC_MS)?,
+            updated_ms,
+        }),
+        None => None,
+    };
     Ok(StoreStats {
         alert,
         milestone,
@@ -872,6 +1007,7 @@ pub(crate) fn stats(
             events_expired: read_counter(conn, counter::EVENTS_EXPIRED)?,
         },
         last_puback_ms,
+        clock,
         next_sequence: read_counter(conn, counter::SEQUENCE)?.saturating_add(1),
         db_file_bytes: file_bytes(path),
         held_batches: 0,

@@ -55,7 +55,19 @@ impl Harness {
             clock: Arc::new(move || clock.load(Ordering::SeqCst)),
             force_read_only: Arc::clone(&self.read_only),
             hold_max_bytes: self.hold_max_bytes,
+            time: None,
         }
+    }
+
+    /// Opens with a gateway clock as the store clock (as `Store::open_with_clock`).
+    fn open_clocked(&self, clock: &crate::clock::Clock) -> Store {
+        let now = clock.clone();
+        let options = Options {
+            clock: Arc::new(move || now.now()),
+            time: Some(clock.clone()),
+            ..self.options()
+        };
+        Store::open_with(&self.cfg, VEHICLE, Arc::clone(&self.health), options).unwrap()
     }
 
     fn open(&self) -> Store {
@@ -1114,4 +1126,114 @@ async fn committed_wakes_the_uplink_and_close_stops_every_handle() {
         Err(StoreError::Closed)
     ));
     assert!(matches!(other.stats().await, Err(StoreError::Closed)));
+}
+
+/// A gateway clock whose system clock reads 1970 (a unit that booted without time).
+fn clock_in_1970() -> crate::clock::Clock {
+    crate::clock::Clock::with_system_clock(|| 5_000)
+}
+
+#[tokio::test]
+async fn events_before_the_time_is_known_wait_and_are_restamped() {
+    use waymark_wire::time::{EARLIEST_VALID_MS, parse_rfc3339_ms};
+    let h = Harness::new();
+    let clock = clock_in_1970();
+    let store = h.open_clocked(&clock);
+    let early = clock.now();
+    assert!(early < EARLIEST_VALID_MS);
+    let untimed = NewEvent {
+        time_ms: early,
+        ..event(Lane::Milestone, 1)
+    };
+    store.append_event(untimed).await.unwrap();
+    // A later event with a producer time waits behind it: the lane keeps its order.
+    store.append_event(event(Lane::Milestone, 2)).await.unwrap();
+    store.append_event(event(Lane::Alert, 3)).await.unwrap();
+    store.append_telemetry(batch(100, 1, 1)).await.unwrap();
+    let rows = store.fetch(fetch_all(0)).await.unwrap();
+    let lanes: Vec<Lane> = rows.iter().map(|r| r.lane).collect();
+    assert_eq!(
+        lanes,
+        [Lane::Telemetry],
+        "no event with a monotonic created_ms goes out"
+    );
+    // Sweeping while the time is unknown persists the clock state and changes nothing else.
+    hook(&store, Hook::Sweep).await;
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        stats.clock.map(|c| c.source),
+        Some(crate::clock::ClockSource::None)
+    );
+    assert_eq!(store.fetch(fetch_all(0)).await.unwrap().len(), 1);
+
+    // GNSS time arrives: the sweep maps the monotonic stamps with the clock's offset.
+    clock.observe_gnss(T0, std::time::Instant::now());
+    hook(&store, Hook::Sweep).await;
+    let rows = store.fetch(fetch_all(0)).await.unwrap();
+    let events: Vec<CloudEvent> = rows
+        .iter()
+        .filter(|r| r.kind == RowKind::Event)
+        .map(parse)
+        .collect();
+    assert_eq!(events.len(), 3);
+    for (row, ev) in rows.iter().zip(&events) {
+        assert!(row.created_ms >= EARLIEST_VALID_MS, "{row:?}");
+        let t = parse_rfc3339_ms(&ev.time).unwrap();
+        assert!(t >= EARLIEST_VALID_MS, "{}", ev.time);
+    }
+    let first = parse_rfc3339_ms(&events[1].time).unwrap();
+    assert!(
+        first <= T0 && first > T0 - 60_000,
+        "mapped, not estimated: {first}"
+    );
+    assert_eq!(
+        events[2].time,
+        waymark_wire::time::format_rfc3339_ms(T0 + 2)
+    );
+    // The payload length (and so the quota's bytes) did not change.
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        stats.milestone.bytes,
+        rows.iter()
+            .filter(|r| r.lane == Lane::Milestone)
+            .map(|r| r.payload.len() as u64)
+            .sum::<u64>()
+    );
+    let c = stats.clock.unwrap();
+    assert_eq!(c.source, crate::clock::ClockSource::Gnss);
+    assert_eq!(c.last_sync_ms, Some(T0));
+    store.close().await.unwrap();
+    // `waymark status` reads it from the file.
+    let c = crate::store::read_stats(h.path()).unwrap().clock.unwrap();
+    assert_eq!(c.source, crate::clock::ClockSource::Gnss);
+}
+
+#[tokio::test]
+async fn untimed_events_of_an_earlier_run_get_the_first_known_time() {
+    use waymark_wire::time::parse_rfc3339_ms;
+    let h = Harness::new();
+    let clock = clock_in_1970();
+    let store = h.open_clocked(&clock);
+    let untimed = NewEvent {
+        time_ms: clock.now(),
+        ..event(Lane::Alert, 1)
+    };
+    store.append_event(untimed).await.unwrap();
+    store.close().await.unwrap();
+
+    // Restart: a new clock whose monotonic base is unrelated to the stored stamps.
+    let clock = clock_in_1970();
+    let store = h.open_clocked(&clock);
+    assert!(store.fetch(fetch_all(0)).await.unwrap().is_empty());
+    clock.observe_gnss(T0 + 3_600_000, std::time::Instant::now());
+    hook(&store, Hook::Sweep).await;
+    let rows = store.fetch(fetch_all(0)).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let t = parse_rfc3339_ms(&parse(&rows[0]).time).unwrap();
+    assert!(
+        (T0 + 3_600_000..T0 + 3_660_000).contains(&t),
+        "the first known time: {t}"
+    );
+    assert_eq!(rows[0].created_ms, t);
+    store.close().await.unwrap();
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 use tokio::sync::{Notify, oneshot};
+use waymark_wire::time::EARLIEST_VALID_MS;
 use waymark_wire::{CloudEvent, Timestamp};
 
 use super::hold::{Backoff, Dropped, HOLD_MAX_BYTES, Hold};
@@ -30,12 +31,15 @@ use super::quota::{self, Limits};
 use super::sqlite::{self, Ctx, Failure, OpenError, TxState, Unsent};
 use super::{Accepted, Fetch, Lane, NewEvent, OutboxRow, StoreError, StoreStats, TelemetryBatch};
 use crate::config::StoreConfig;
-use crate::health::{Health, HealthState};
+use crate::health::{HEARTBEAT_EVERY, Health, HealthState};
 
 /// Most commands committed in one transaction.
 pub(crate) const MAX_GROUP: usize = 512;
 /// How often old events expire and `dedup` is pruned.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// While the store clock is not valid, how often to look whether it became valid (then the
+/// sweep runs at once and releases the events held back for their `time`).
+const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// First retry of a store that cannot write ...
 const RETRY_MIN: Duration = Duration::from_millis(250);
 /// ... doubling up to this.
@@ -62,6 +66,9 @@ pub(crate) struct Options {
     pub force_read_only: Arc<AtomicBool>,
     /// Byte budget of the telemetry hold.
     pub hold_max_bytes: usize,
+    /// The gateway clock, when the store runs in the gateway: re-stamps rows committed before
+    /// the time was known and is persisted for `waymark status`.
+    pub time: Option<crate::clock::Clock>,
 }
 
 impl Default for Options {
@@ -70,6 +77,7 @@ impl Default for Options {
             clock: Arc::new(system_now_ms),
             force_read_only: Arc::new(AtomicBool::new(false)),
             hold_max_bytes: HOLD_MAX_BYTES,
+            time: None,
         }
     }
 }
@@ -336,6 +344,12 @@ struct Writer {
     backoff: Backoff,
     retry_at: Option<Instant>,
     next_sweep: Instant,
+    /// Whether the store clock was seen valid (then a sweep re-stamped what came before).
+    clock_valid: bool,
+    /// While it is not: when to look again.
+    next_clock_check: Instant,
+    /// Rows of earlier processes were marked (once per process, see `mark_previous_run`).
+    previous_run_marked: bool,
     drop_log: DropLog,
     reported: Option<(HealthState, Option<String>)>,
     commits: u64,
@@ -380,6 +394,9 @@ impl Writer {
             backoff: Backoff::new(RETRY_MIN, RETRY_MAX),
             retry_at: None,
             next_sweep: Instant::now() + SWEEP_EVERY,
+            clock_valid: false,
+            next_clock_check: Instant::now() + CLOCK_CHECK_EVERY,
+            previous_run_marked: false,
             drop_log: DropLog::default(),
             reported: None,
             commits: 0,
@@ -417,9 +434,13 @@ impl Writer {
 
     fn run(mut self, rx: &mpsc::Receiver<Command>) {
         loop {
+            // Liveness for the systemd watchdog: beats on every turn, and the wait is capped so
+            // that an idle writer still beats; a writer stuck in a call stops beating.
+            self.health.heartbeats.store.beat();
             let wait = self
                 .next_deadline()
-                .saturating_duration_since(Instant::now());
+                .saturating_duration_since(Instant::now())
+                .min(HEARTBEAT_EVERY);
             let first = match rx.recv_timeout(wait) {
                 Ok(c) => c,
                 Err(RecvTimeoutError::Timeout) => {
@@ -449,8 +470,12 @@ impl Writer {
     }
 
     fn next_deadline(&self) -> Instant {
-        self.retry_at
-            .map_or(self.next_sweep, |r| r.min(self.next_sweep))
+        let sweep = if self.clock_valid {
+            self.next_sweep
+        } else {
+            self.next_sweep.min(self.next_clock_check)
+        };
+        self.retry_at.map_or(sweep, |r| r.min(sweep))
     }
 
     /// Handles a drained group in order; `Close` (and in tests, hooks) split it. Returns true
@@ -678,7 +703,7 @@ impl Writer {
             }
         }
         if extras.sweep {
-            sqlite::sweep(&tx, &self.ctx, &mut st)?;
+            sqlite::sweep(&tx, &self.ctx, &mut st, self.options.time.as_ref())?;
         }
         if extras.probe {
             sqlite::probe(&tx, now_ms)?;
@@ -823,6 +848,19 @@ impl Writer {
                 .map_or(opened.sequence, |k| k.max(opened.sequence)),
         );
         self.known_row_id = self.known_row_id.max(opened.max_row_id);
+        if !self.previous_run_marked && !read_only {
+            // Before this process writes anything; a failure (read-only file) only costs
+            // precision: such rows would be mapped with this process's offset.
+            match sqlite::mark_previous_run(&opened.conn) {
+                Ok(rows) => {
+                    self.previous_run_marked = true;
+                    if rows > 0 {
+                        tracing::info!(rows, "Rows from an earlier run without a known time.");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Cannot mark rows of an earlier run."),
+            }
+        }
         self.conn = Some(opened.conn);
         Ok(())
     }
@@ -902,7 +940,16 @@ impl Writer {
         if self.retry_due(now) {
             self.retry();
         }
-        if now >= self.next_sweep {
+        let mut sweep_now = now >= self.next_sweep;
+        if !self.clock_valid && now >= self.next_clock_check {
+            self.next_clock_check = now + CLOCK_CHECK_EVERY;
+            // The clock became valid: re-stamp what was committed before, at once.
+            if self.now_ms() >= EARLIEST_VALID_MS {
+                self.clock_valid = true;
+                sweep_now = true;
+            }
+        }
+        if sweep_now {
             self.next_sweep = now + SWEEP_EVERY;
             if self.degraded.is_none() {
                 self.maintain(Extras {

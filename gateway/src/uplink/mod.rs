@@ -65,6 +65,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use waymark_wire::topics::{self, Stream};
 
+use crate::clock::Clock;
 use crate::config::MqttConfig;
 use crate::health::Health;
 use crate::shutdown::Shutdown;
@@ -153,6 +154,9 @@ struct Settings {
     topic_events: String,
     topic_telemetry: String,
     topic_status: String,
+    /// The gateway clock: the live window, merge timing, PUBACK times and the status
+    /// document's `time` and `clock_source`. The system clock until [`Uplink::with_clock`].
+    clock: Clock,
 }
 
 /// The MQTT uplink (see the module docs). Build with [`Uplink::new`], then `run` it as a task.
@@ -282,6 +286,7 @@ impl Uplink {
             topic_events,
             topic_telemetry,
             topic_status,
+            clock: Clock::new(),
         };
         Ok(Self {
             settings,
@@ -289,6 +294,13 @@ impl Uplink {
             health,
             rng: StdRng::from_os_rng(),
         })
+    }
+
+    /// Uses `clock` (the gateway's, shared with the store) instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.settings.clock = clock;
+        self
     }
 
     /// The largest MQTT packet the connection accepts, in both directions.

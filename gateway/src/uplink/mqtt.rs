@@ -70,7 +70,7 @@ fn poll_after(mut eventloop: EventLoop, delay: Duration) -> PollFuture {
     })
 }
 
-/// Wall-clock now in UTC ms.
+/// Wall-clock now in UTC ms, for health times (data times come from the gateway clock).
 fn now_ms() -> Timestamp {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -367,7 +367,7 @@ impl Driver {
             if !self.fetch_more || self.store_retry_at.is_some_and(|t| t > now) {
                 return;
             }
-            let live_since_ms = now_ms().saturating_sub(self.s.live_window_ms);
+            let live_since_ms = self.s.clock.now().saturating_sub(self.s.live_window_ms);
             let c = self.inflight.cursors();
             let fetch = Fetch {
                 after: LaneCursors {
@@ -432,7 +432,7 @@ impl Driver {
     /// Asks the merge plan about the waiting telemetry rows. Returns true when it prepared a
     /// publish; otherwise notes when to ask again.
     fn prepare_telemetry(&mut self) -> bool {
-        let now = now_ms();
+        let now = self.s.clock.now();
         let plan = self
             .s
             .merge
@@ -546,10 +546,11 @@ impl Driver {
         };
         let doc = StatusDoc::online(
             &self.s.vehicle,
-            now_ms(),
+            self.s.clock.now(),
             stats.as_ref(),
             self.health.counters.snapshot(),
             self.health.components(),
+            self.s.clock.source(),
         );
         self.status_at = Some(Instant::now() + self.s.status_interval);
         let payload = doc.to_json();
@@ -577,7 +578,7 @@ impl Driver {
             self.ack_at = None;
             return;
         }
-        match self.store.ack(ids.clone(), now_ms()).await {
+        match self.store.ack(ids.clone(), self.s.clock.now()).await {
             Ok(()) => {
                 self.inflight.acks_committed(&ids);
                 self.ack_at = None;
@@ -765,7 +766,7 @@ impl Driver {
         self.flush_acks().await;
         let unacked = self.inflight.in_flight();
         if self.connected {
-            let doc = OfflineDoc::shutdown(&self.s.vehicle, now_ms()).to_json();
+            let doc = OfflineDoc::shutdown(&self.s.vehicle, self.s.clock.now()).to_json();
             let topic = self.s.topic_status.as_str();
             match self.client.try_publish(topic, QoS::AtLeastOnce, true, doc) {
                 Ok(()) => self.inflight.submitted(Tag::Status),

@@ -13,6 +13,7 @@ use serde::Serialize;
 use waymark_wire::Timestamp;
 use waymark_wire::time::{EARLIEST_VALID_MS, format_rfc3339_ms};
 
+use crate::clock::ClockState;
 use crate::health::{CountersSnapshot, SourceHealth};
 use crate::store::StoreStats;
 
@@ -40,6 +41,10 @@ pub struct StatusDoc {
     pub health: BTreeMap<String, SourceHealth>,
     /// Time of the last PUBACK (persisted by the store), RFC 3339.
     pub last_puback: Option<String>,
+    /// The gateway clock: `source` (`none`, `system`, `gnss`), `offset_ms` (disciplined time
+    /// minus the system clock), `last_sync_ms` (UTC ms of the last GNSS time used), `steps`,
+    /// `outliers` (see docs/time.md).
+    pub clock: ClockState,
 }
 
 /// Unsent rows per lane.
@@ -107,6 +112,7 @@ impl StatusDoc {
         stats: Option<&StoreStats>,
         process: CountersSnapshot,
         health: BTreeMap<String, SourceHealth>,
+        clock: ClockState,
     ) -> Self {
         let clock_valid = now_ms >= EARLIEST_VALID_MS;
         let lane = |rows: u64, bytes: u64, readings: u64, oldest: Option<Timestamp>| LaneBacklog {
@@ -114,7 +120,7 @@ impl StatusDoc {
             bytes,
             readings,
             oldest_age_s: oldest
-                .filter(|_| clock_valid)
+                .filter(|t| clock_valid && *t >= EARLIEST_VALID_MS)
                 .map(|t| u64::try_from(now_ms.saturating_sub(t).max(0) / 1000).unwrap_or(u64::MAX)),
         };
         // The one place that reads the store's statistics shape.
@@ -149,7 +155,8 @@ impl StatusDoc {
                 store: stats.and_then(|s| serde_json::to_value(s.counters).ok()),
             },
             health,
-            last_puback: stats.and_then(|s| s.last_puback_ms).map(format_rfc3339_ms),
+            last_puback: stats.and_then(|s| s.last_puback_ms).and_then(valid_time),
+            clock,
         }
     }
 
@@ -190,6 +197,7 @@ impl OfflineDoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ClockSource;
     use crate::health::{Health, HealthState};
     use serde_json::{Value, json};
 
@@ -219,6 +227,13 @@ mod tests {
             stats,
             health.counters.snapshot(),
             health.components(),
+            ClockState {
+                source: ClockSource::Gnss,
+                offset_ms: Some(-250),
+                last_sync_ms: Some(NOW - 1000),
+                steps: 0,
+                outliers: 1,
+            },
         );
         serde_json::from_slice(&d.to_json()).unwrap()
     }
@@ -242,6 +257,11 @@ mod tests {
         assert_eq!(v["counters"]["store"]["telemetry_dropped_rows"], 2);
         assert_eq!(v["health"]["uplink"]["state"], "ok");
         assert_eq!(v["last_puback"], "2026-11-23T07:52:49.123Z");
+        assert_eq!(
+            v["clock"],
+            json!({"source": "gnss", "offset_ms": -250, "last_sync_ms": NOW - 1000,
+                   "steps": 0, "outliers": 1})
+        );
     }
 
     #[test]
@@ -255,6 +275,13 @@ mod tests {
         assert_eq!(v["time"], Value::Null, "never a 1970 timestamp");
         assert_eq!(v["backlog"]["alert"]["oldest_age_s"], Value::Null);
         assert_eq!(v["backlog"]["alert"]["rows"], 1);
+        // Rows and PUBACKs stamped before the time was known show no 1970 date or age.
+        let mut s = stats();
+        s.alert.oldest_created_ms = Some(5_000);
+        s.last_puback_ms = Some(6_000);
+        let v = doc(NOW, Some(&s));
+        assert_eq!(v["backlog"]["alert"]["oldest_age_s"], Value::Null);
+        assert_eq!(v["last_puback"], Value::Null);
     }
 
     #[test]

@@ -144,7 +144,8 @@ async fn start<E: EventSink>(
     let (tx, rx) = mpsc::channel(channel);
     let health = Arc::new(Health::default());
     let trigger = Trigger::new();
-    let task = tokio::spawn(source.serve(tx, sink, health.clone(), trigger.subscribe()));
+    let task =
+        tokio::spawn(source.serve(tx, sink, health.clone(), Clock::new(), trigger.subscribe()));
     Harness {
         readings: rx,
         health,
@@ -261,7 +262,7 @@ async fn readings_flow_over_unix_and_tcp() {
             source: "apps".into(),
         }
     );
-    let before = now_ms();
+    let before = crate::clock::system_ms();
     t.send("{\"kind\":\"reading\",\"signal\":\"Vehicle.Gear\",\"value\":\"D\"}\n")
         .await;
     let r = h.reading().await;
@@ -269,7 +270,10 @@ async fn readings_flow_over_unix_and_tcp() {
         (r.signal.as_str(), r.value, r.unit.as_str()),
         ("Vehicle.Gear", Value::Text("D".into()), "")
     );
-    assert!(r.time >= before && r.time <= now_ms(), "receive time used");
+    assert!(
+        r.time >= before && r.time <= crate::clock::system_ms(),
+        "receive time used"
+    );
     // Many lines in one write, split anywhere, keep their order.
     let batch: String = (0..500)
         .map(|i| reading_line("Vehicle.Speed", f64::from(i)))
@@ -411,6 +415,7 @@ async fn events_commit_in_the_real_store_through_the_source_trait() {
         readings: tx,
         store: store.clone(),
         health: health.clone(),
+        clock: Clock::new(),
     };
     let task = tokio::spawn(Source::run(source, ctx, trigger.subscribe()));
 
@@ -611,6 +616,7 @@ fn shared<E: EventSink>(
         readings,
         events: sink,
         health: Arc::new(Health::default()),
+        clock: Clock::new(),
         store_degraded: AtomicBool::new(false),
     })
 }
@@ -751,6 +757,7 @@ async fn unix_socket_file_mode_stale_file_and_cleanup() {
         tx,
         FakeSink::open(),
         Arc::new(Health::default()),
+        Clock::new(),
         trigger.subscribe(),
     ));
     trigger.fire();
@@ -809,6 +816,7 @@ async fn spawn_all_builds_everything_first() {
         readings: tx,
         store: store.clone(),
         health,
+        clock: Clock::new(),
     };
     let trigger = Trigger::new();
 
