@@ -17,6 +17,8 @@
 //! - [`store`]: the durable SQLite store-and-forward buffer: the single source of truth
 //!   between acceptance and delivery.
 //! - [`uplink`]: the MQTT connection: publishes from the store, deletes on PUBACK.
+//! - [`milestones`]: sans-IO detectors (trip manifest, geofences, arrivals, cold chain, DM1)
+//!   that turn readings into business events (docs/events.md).
 //! - [`health`]: process-wide counters and source health for the status document.
 //! - [`rate`]: the token bucket behind every rate limit.
 //! - [`run`]: wires the stages together; [`demo`] plays a recorded trip through them.
@@ -26,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod milestones;
 pub mod pipeline;
 pub mod rate;
 pub mod run;
