@@ -227,7 +227,7 @@ mod tests {
         assert!(!contains((80.0, 80.0), &l));
         assert!((edge_distance((80.0, 80.0), &l) - 40.0).abs() < 1e-9);
         assert_eq!(self_intersects(&l), None);
-        assert_eq!((area_m2(&l) - 6400.0).abs() < 1e-9, true);
+        assert!((area_m2(&l) - 6400.0).abs() < 1e-9);
         let bow = [(0.0, 0.0), (10.0, 10.0), (10.0, 0.0), (0.0, 10.0)];
         assert_eq!(self_intersects(&bow), Some((0, 2)));
     }

@@ -433,7 +433,7 @@ pub fn parse(bytes: &[u8]) -> Result<Plan, Rejection> {
     let manifest: Manifest = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let path = if path.is_empty() || path == "." {
+        let path = if path.is_empty() || path == "." || path == "?" {
             ".".to_string()
         } else {
             path
@@ -682,7 +682,7 @@ fn compile_fence(p: &mut Problems, at: &str, g: &Geofence) -> Option<Fence> {
             }
             if let Some(r) = radius {
                 p.metres(&format!("{at}.radius_m"), r, true);
-                if r.is_finite() && g.entry_band_m.is_finite() && g.entry_band_m >= r {
+                if r.is_finite() && r > 0.0 && g.entry_band_m.is_finite() && g.entry_band_m >= r {
                     p.add(
                         format!("{at}.entry_band_m"),
                         "must be smaller than radius_m",

@@ -310,10 +310,12 @@ mod tests {
             [
                 (60, events::STOPPED.to_string()),
                 (76, events::MOVING.to_string()),
+                // No ignition signal: GNSS movement stands in (3 s on-delay).
+                (80, events::IGNITION_ON.to_string()),
                 (161, events::STOPPED.to_string()),
             ]
         );
-        assert!(v.moving_ms > 0 && v.avg_speed_kmh > 0.0);
+        assert_eq!(v.moving, Some(false));
     }
 
     #[test]
