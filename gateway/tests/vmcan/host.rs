@@ -207,6 +207,16 @@ poweroff -f
 /// Writes the initramfs: busybox, `/init`, the modules, this binary and its libraries.
 fn build_initramfs(path: &Path, kernel: &Kernel) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // `ldd` succeeds only on a dynamic executable; /init needs a static busybox.
+    if Command::new("ldd")
+        .arg("/bin/busybox")
+        .output()
+        .map_err(|e| format!("ldd: {e}"))?
+        .status
+        .success()
+    {
+        return Err("/bin/busybox is dynamically linked: install busybox-static".into());
+    }
     let mut c = Cpio::default();
     for d in [
         "bin",
