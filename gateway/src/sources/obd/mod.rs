@@ -314,7 +314,12 @@ impl Obd {
                 Poll::Send(req) => {
                     let sent = match req.to {
                         Target::Functional => match functional_frame(&req.payload, cfg) {
-                            Ok(frame) => raw.write_frame(frame).await,
+                            Ok(frame) => {
+                                // The raw socket is read only in discovery windows: drop what
+                                // queued up since (answers the ISO-TP sockets already took).
+                                while raw.try_read_frame().is_ok() {}
+                                raw.write_frame(frame).await
+                            }
                             Err(e) => Err(e),
                         },
                         Target::Ecu(ecu) => match ecu_socket(&mut ecus, cfg, ecu) {
@@ -408,7 +413,14 @@ fn ecu_socket<'a>(
             let ext = cfg.addressing.is_extended();
             let rx = can_id(cfg.addressing.response_id(ecu), ext)?;
             let tx = can_id(cfg.addressing.request_id(ecu), ext)?;
-            Ok(v.insert(AsyncIsoTp::open(&cfg.interface, rx, tx, Some(cfg.padding))?))
+            let sock =
+                AsyncIsoTp::open(&cfg.interface, rx, tx, Some(cfg.padding)).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("ISO-TP socket (is the can-isotp module loaded?): {e}"),
+                    )
+                })?;
+            Ok(v.insert(sock))
         }
     }
 }

@@ -347,11 +347,11 @@ fn obd_29bit() -> Result<(), String> {
 fn obd_reopen() -> Result<(), String> {
     let a = Addressing::Normal11;
     let bounce = std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(1500));
         let down = std::process::Command::new("ip")
             .args(["link", "set", IFACE, "down"])
             .status();
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_secs(1));
         let up = std::process::Command::new("ip")
             .args(["link", "set", IFACE, "up"])
             .status();
