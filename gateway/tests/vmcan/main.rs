@@ -14,10 +14,25 @@ mod host;
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// libtest options that take a value (so the value is not taken for a filter).
+const VALUE_FLAGS: &[&str] = &["--test-threads", "--skip", "--format", "--color", "-Z"];
+
 fn main() -> ExitCode {
-    let filter = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        // libtest's listing format, for tools that enumerate tests first (no VM needed).
+        for case in cases::all() {
+            println!("{}: test", case.name);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let filter = args
+        .iter()
+        .enumerate()
+        .find(|(i, a)| {
+            !a.starts_with('-') && (*i == 0 || !VALUE_FLAGS.contains(&args[i - 1].as_str()))
+        })
+        .map(|(_, a)| a.clone())
         .or_else(|| std::env::var("WAYMARK_VMCAN_FILTER").ok());
     if std::env::var_os("WAYMARK_VMCAN_INSIDE").is_some() {
         inside(filter.as_deref())
@@ -49,7 +64,8 @@ fn inside(filter: Option<&str>) -> ExitCode {
         }
     }
     println!(
-        "vmcan: {ran} cases, {} passed, {} failed {failed:?}",
+        "test result: {}. {} passed; {} failed; {ran} cases in one VM {failed:?}",
+        if failed.is_empty() { "ok" } else { "FAILED" },
         ran - failed.len(),
         failed.len()
     );
