@@ -111,8 +111,10 @@ fn vcan_interfaces_created() -> Result<(), String> {
 }
 
 fn raw_frames_and_kernel_filters() -> Result<(), String> {
-    let all = open(200)?;
-    let filtered = open(200)?;
+    // Generous read timeouts: the emulated CPU may be slow on a loaded machine, and a drain
+    // only returns after one of them.
+    let all = open(1000)?;
+    let filtered = open(1000)?;
     filtered
         .set_filters(&[
             CanFilter::new(0x123, 0x7FF | EFF),
@@ -151,7 +153,7 @@ fn raw_frames_and_kernel_filters() -> Result<(), String> {
 
 fn can_fd_frames() -> Result<(), String> {
     let rx = CanFdSocket::open(IFACE).map_err(|e| e.to_string())?;
-    rx.set_read_timeout(Duration::from_millis(500))
+    rx.set_read_timeout(Duration::from_millis(2000))
         .map_err(|e| e.to_string())?;
     let classic_only = open(200)?;
     let tx = CanFdSocket::open(IFACE).map_err(|e| e.to_string())?;
@@ -173,7 +175,7 @@ fn can_fd_frames() -> Result<(), String> {
 /// send up) reaches only sockets whose error mask has its class bits, never the default ones.
 fn error_frames() -> Result<(), String> {
     let plain = open(200)?;
-    let errors = open(500)?;
+    let errors = open(2000)?;
     errors
         .set_error_filter_accept_all()
         .map_err(|e| e.to_string())?;
@@ -210,7 +212,7 @@ fn error_frames() -> Result<(), String> {
 /// A 20-byte answer needs a first frame, the requester's flow control and two consecutive
 /// frames; a raw socket on the side sees them, padded to 8 bytes with 0xCC.
 fn isotp_exchange() -> Result<(), String> {
-    let sniff = open(300)?;
+    let sniff = open(1000)?;
     rt()?.block_on(async {
         let tester = AsyncIsoTp::open(IFACE, id(0x7E8), id(0x7E0), Some(0xCC))
             .map_err(|e| format!("tester: {e}"))?;
@@ -268,7 +270,7 @@ fn isotp_exchange() -> Result<(), String> {
 /// kernel's can-j1939; a raw socket counts the transport frames.
 fn j1939_transport() -> Result<(), String> {
     const NO_PGN: u32 = 0x40000;
-    let sniff = open(300)?;
+    let sniff = open(1000)?;
     let rx = j1939_socket(IFACE, NO_PGN, 0x20).map_err(|e| format!("rx: {e}"))?;
     rx.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
