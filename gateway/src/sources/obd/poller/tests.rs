@@ -442,3 +442,118 @@ fn addressing_ids() {
     assert_eq!(b.ecu_name(0x10), "0x18DAF110");
     assert!(b.is_extended());
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One step of a random conversation: time passes, then maybe an answer arrives.
+    #[derive(Debug, Clone)]
+    struct Step {
+        advance_ms: u32,
+        ecu: u8,
+        payload: Vec<u8>,
+    }
+
+    fn payload() -> impl Strategy<Value = Vec<u8>> {
+        let known = prop_oneof![
+            Just(0x00u8),
+            Just(0x20),
+            Just(0x40),
+            Just(0x60),
+            Just(0x80),
+            Just(0xA0),
+            Just(0x0D),
+            Just(0x0C),
+            Just(0x05),
+            Just(0x2F),
+            Just(0xA6),
+        ];
+        prop_oneof![
+            // Answers to what the poller asks, with random data (bitmaps included).
+            3 => (known, proptest::collection::vec(any::<u8>(), 0..8))
+                .prop_map(|(pid, d)| [vec![0x41, pid], d].concat()),
+            1 => proptest::array::uniform4(any::<u8>())
+                .prop_map(|b| [vec![0x41, 0x00], b.to_vec()].concat()),
+            // Anything else: positive mode 01 / 09, negative, with random data.
+            1 => (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..8))
+                .prop_map(|(pid, d)| [vec![0x41, pid], d].concat()),
+            1 => proptest::collection::vec(any::<u8>(), 0..24)
+                .prop_map(|d| [vec![0x49, 0x02], d].concat()),
+            1 => (prop_oneof![Just(0x01u8), Just(0x09)], any::<u8>())
+                .prop_map(|(s, c)| vec![0x7F, s, c]),
+            1 => proptest::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (0u32..300, 0u8..4, payload()).prop_map(|(advance_ms, ecu, payload)| Step {
+            advance_ms,
+            ecu,
+            payload,
+        })
+    }
+
+    static POLLING_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    #[test]
+    fn conversations_reach_polling() {
+        // The generator must exercise the polling phase, not only discovery.
+        any_conversation_keeps_the_invariants();
+        let n = POLLING_RUNS.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            n >= 20,
+            "only {n} of 256 random conversations reached physical requests"
+        );
+    }
+
+    proptest! {
+        /// Whatever the ECUs say and whenever: no panic, waits never point into the past,
+        /// physical requests go only to ECUs that answered the discovery, and every request
+        /// is a known one.
+        #[test]
+        fn any_conversation_keeps_the_invariants(steps in proptest::collection::vec(step(), 1..80)) {
+            let t0 = Instant::now();
+            let mut p = Poller::new(timing(), t0);
+            let mut now = t0;
+            let mut answered_discovery: Vec<u8> = Vec::new();
+            let mut in_discovery = false;
+            let mut physical = 0u32;
+            for s in steps {
+                now += s.advance_ms * MS;
+                for _ in 0..4 {
+                    match p.poll(now) {
+                        Poll::Send(r) => {
+                            prop_assert!(r.payload.len() == 2);
+                            match r.to {
+                                Target::Functional => {
+                                    prop_assert_eq!(&r.payload, &vec![0x01, 0x00]);
+                                    in_discovery = true;
+                                    answered_discovery.clear();
+                                }
+                                Target::Ecu(e) => {
+                                    in_discovery = false;
+                                    physical += 1;
+                                    prop_assert!(answered_discovery.contains(&e), "{} not discovered", e);
+                                    prop_assert!(r.payload == [0x09, 0x02] || r.payload[0] == 0x01);
+                                }
+                            }
+                        }
+                        Poll::Until(t) => {
+                            prop_assert!(t >= now);
+                            break;
+                        }
+                    }
+                }
+                let bitmap_answer = s.payload.len() >= 6 && s.payload[..2] == [0x41, 0x00];
+                if in_discovery && bitmap_answer && p.status().phase == Phase::Discovering {
+                    answered_discovery.push(s.ecu);
+                }
+                let _decoded = p.on_response(now, s.ecu, &s.payload);
+                let st = p.status();
+                prop_assert!(st.ecus.iter().all(|e| answered_discovery.contains(e)));
+            }
+            POLLING_RUNS.fetch_add(u64::from(physical > 0), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
