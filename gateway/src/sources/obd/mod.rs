@@ -54,7 +54,8 @@ pub struct ObdConfig {
     /// Period of vehicle speed and engine speed. 100 to 3600000 ms. Default 1000.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
-    /// Period of coolant temperature, fuel level and odometer. 1000 to 3600000 ms. Default 30000.
+    /// Period of the other PIDs (coolant, fuel level, odometer, load, oil and air temperature,
+    /// battery voltage). 1000 to 3600000 ms. Default 30000.
     #[serde(default = "default_slow_poll_interval_ms")]
     pub slow_poll_interval_ms: u64,
     /// How long to wait for an answer (and the discovery window). 20 to 5000 ms. Default 150.

@@ -103,7 +103,7 @@ impl Addressing {
 pub struct Timing {
     /// Period of the fast PIDs (speed, engine speed).
     pub fast: Duration,
-    /// Period of the slow PIDs (coolant, fuel level, odometer).
+    /// Period of the slow PIDs (all but speed and engine speed).
     pub slow: Duration,
     /// How long to wait for an answer (P2 plus margin); also the discovery window.
     pub response_timeout: Duration,
