@@ -36,6 +36,8 @@ pub mod units {
     pub const PERCENT: &str = "percent";
     /// Kilometres.
     pub const KM: &str = "km";
+    /// Volts.
+    pub const VOLT: &str = "V";
 }
 
 /// How often a PID is worth asking for.
@@ -109,6 +111,38 @@ pub const PIDS: &[PidSpec] = &[
         bytes: 1,
         rate: Rate::Slow,
         decode: |d| f64::from(d[0]) * 100.0 / 255.0,
+    },
+    PidSpec {
+        pid: 0x04,
+        signal: "Vehicle.OBD.EngineLoad",
+        unit: units::PERCENT,
+        bytes: 1,
+        rate: Rate::Slow,
+        decode: |d| f64::from(d[0]) * 100.0 / 255.0,
+    },
+    PidSpec {
+        pid: 0x5C,
+        signal: "Vehicle.Powertrain.CombustionEngine.EOT",
+        unit: units::CELSIUS,
+        bytes: 1,
+        rate: Rate::Slow,
+        decode: |d| f64::from(d[0]) - 40.0,
+    },
+    PidSpec {
+        pid: 0x46,
+        signal: "Vehicle.Exterior.AirTemperature",
+        unit: units::CELSIUS,
+        bytes: 1,
+        rate: Rate::Slow,
+        decode: |d| f64::from(d[0]) - 40.0,
+    },
+    PidSpec {
+        pid: 0x42,
+        signal: "Vehicle.LowVoltageBattery.CurrentVoltage",
+        unit: units::VOLT,
+        bytes: 2,
+        rate: Rate::Slow,
+        decode: |d| (f64::from(d[0]) * 256.0 + f64::from(d[1])) / 1000.0,
     },
     PidSpec {
         pid: PID_ODOMETER,
@@ -290,6 +324,13 @@ mod tests {
         assert_eq!(decode(0x2F, &[0x00]), Some(0.0));
         let half = decode(0x2F, &[0x80]).expect("decodes");
         assert!((half - 50.196).abs() < 0.001, "{half}");
+        assert_eq!(decode(0x04, &[0xFF]), Some(100.0));
+        assert_eq!(decode(0x5C, &[0x82]), Some(90.0));
+        assert_eq!(decode(0x46, &[0x28]), Some(0.0));
+        assert_eq!(decode(0x46, &[0x00]), Some(-40.0));
+        // 0x3138 = 12600 mV
+        assert_eq!(decode(0x42, &[0x31, 0x38]), Some(12.6));
+        assert_eq!(decode(0x42, &[0x31]), None);
         // 0x0012D687 = 1234567 -> 123456.7 km
         assert_eq!(decode(0xA6, &[0x00, 0x12, 0xD6, 0x87]), Some(123_456.7));
         assert_eq!(decode(0xA6, &[0xFF, 0xFF, 0xFF, 0xFF]), Some(429_496_729.5));
@@ -301,7 +342,7 @@ mod tests {
         assert_eq!(decode(0x0D, &[]), None);
         assert_eq!(decode(0xA6, &[0, 0, 1]), None);
         assert_eq!(decode(0x0D, &[0x30, 0x55, 0x55, 0x55]), Some(48.0));
-        assert_eq!(decode(0x42, &[1]), None, "not a polled PID");
+        assert_eq!(decode(0x43, &[1, 2]), None, "not a polled PID");
     }
 
     #[test]

@@ -145,6 +145,7 @@ fn engine(addressing: Addressing, ecu: u8, odometer: bool) -> SimEcu {
         (0x0C, vec![0x0C, 0x80]), // 800 rpm
         (0x05, vec![0x7B]),       // 83 °C
         (0x2F, vec![0x80]),       // 50.2 %
+        (0x42, vec![0x31, 0x38]), // 12.6 V
     ]);
     if odometer {
         pids.insert(0xA6, vec![0x00, 0x12, 0xD6, 0x87]); // 123456.7 km
@@ -287,6 +288,13 @@ fn obd_11bit() -> Result<(), String> {
     check((fuel - 50.196).abs() < 0.001, || format!("fuel {fuel}"))?;
     check(num(last(rs, ALL[4])) == Some(123_456.7), || {
         format!("{:?}", last(rs, ALL[4]))
+    })?;
+    let volts = last(rs, "Vehicle.LowVoltageBattery.CurrentVoltage");
+    check(num(volts) == Some(12.6), || {
+        format!(
+            "battery {volts:?}; readings {:?}",
+            rs.iter().map(|r| &r.signal).collect::<Vec<_>>()
+        )
     })?;
     check(last(rs, ALL[5]) == Some(&Value::Text(VIN.into())), || {
         format!("{:?}", last(rs, ALL[5]))
