@@ -253,6 +253,8 @@ pub enum SourceConfig {
     Device(crate::sources::device::DeviceConfig),
     /// DS18B20 temperature probes through the Linux 1-Wire sysfs.
     Onewire(crate::sources::onewire::OnewireConfig),
+    /// OBD-II PID polling over ISO-TP on a SocketCAN interface.
+    Obd(crate::sources::obd::ObdConfig),
 }
 
 impl SourceConfig {
@@ -262,6 +264,7 @@ impl SourceConfig {
             SourceConfig::Jsonl(c) => &c.name,
             SourceConfig::Device(c) => &c.name,
             SourceConfig::Onewire(c) => &c.name,
+            SourceConfig::Obd(c) => &c.name,
         }
     }
 
@@ -281,6 +284,9 @@ impl SourceConfig {
                 crate::sources::onewire::OnewireConfig::deserialize(entry)
                     .map(SourceConfig::Onewire),
             ),
+            "obd" => {
+                Some(crate::sources::obd::ObdConfig::deserialize(entry).map(SourceConfig::Obd))
+            }
             _ => None,
         }
     }
@@ -679,6 +685,7 @@ impl RawConfig {
                 }
                 SourceConfig::Device(d) => resolve(base_dir, &mut d.device),
                 SourceConfig::Onewire(o) => resolve(base_dir, &mut o.sysfs_root),
+                SourceConfig::Obd(_) => {}
             }
         }
 
@@ -1006,6 +1013,7 @@ impl Validator {
                     }
                 }
                 SourceConfig::Onewire(o) => self.source_problems(i, o.problems()),
+                SourceConfig::Obd(o) => self.source_problems(i, o.problems()),
             }
         }
     }
@@ -1472,10 +1480,12 @@ tls = false
             SourceConfig::Jsonl(jsonl),
             SourceConfig::Device(device),
             SourceConfig::Onewire(onewire),
+            SourceConfig::Obd(crate::sources::obd::ObdConfig::on("can0")),
         ];
         for s in &all {
             match s {
                 SourceConfig::Jsonl(_) | SourceConfig::Device(_) | SourceConfig::Onewire(_) => {}
+                SourceConfig::Obd(_) => {}
             }
         }
         all

@@ -22,6 +22,7 @@ pub mod cargo;
 pub mod device;
 pub mod gps;
 pub mod jsonl;
+pub mod obd;
 pub mod onewire;
 
 use std::fmt::Display;
@@ -123,6 +124,7 @@ enum Built {
     Jsonl(jsonl::Jsonl),
     Device(device::Device),
     Onewire(onewire::Onewire),
+    Obd(obd::Obd),
 }
 
 impl Built {
@@ -132,6 +134,7 @@ impl Built {
             SourceConfig::Jsonl(c) => Ok(Built::Jsonl(jsonl::Jsonl::bind(c)?)),
             SourceConfig::Device(c) => Ok(Built::Device(device::Device::new(c))),
             SourceConfig::Onewire(c) => Ok(Built::Onewire(onewire::Onewire::new(c))),
+            SourceConfig::Obd(c) => Ok(Built::Obd(obd::Obd::new(c))),
         }
     }
 }
@@ -161,6 +164,7 @@ pub fn spawn_all(
             Built::Jsonl(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Device(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Onewire(s) => spawn_one(&mut set, s, ctx, shutdown),
+            Built::Obd(s) => spawn_one(&mut set, s, ctx, shutdown),
         }
     }
     Ok(set)
