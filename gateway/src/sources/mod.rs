@@ -18,6 +18,7 @@
 //! `SourceConfig` variant, one `Built` variant and one match arm in each of `Built::build` and
 //! `spawn_all`.
 
+pub mod can;
 pub mod cargo;
 pub mod device;
 pub mod gps;
@@ -78,6 +79,9 @@ pub enum SourceError {
     /// A `jsonl` source could not set up its listeners (bad path, busy port, permissions).
     #[error(transparent)]
     Jsonl(#[from] jsonl::JsonlError),
+    /// A `can` or `candump` source's DBC files are unusable.
+    #[error(transparent)]
+    Can(#[from] can::CanError),
     /// The pipeline's channel closed while the gateway was not shutting down: the pipeline
     /// task ended, so nothing a source reads can go anywhere.
     #[error("the pipeline stopped taking readings")]
@@ -123,6 +127,8 @@ enum Built {
     Jsonl(jsonl::Jsonl),
     Device(device::Device),
     Onewire(onewire::Onewire),
+    Can(can::Can),
+    Candump(can::replay::Candump),
 }
 
 impl Built {
@@ -132,6 +138,8 @@ impl Built {
             SourceConfig::Jsonl(c) => Ok(Built::Jsonl(jsonl::Jsonl::bind(c)?)),
             SourceConfig::Device(c) => Ok(Built::Device(device::Device::new(c))),
             SourceConfig::Onewire(c) => Ok(Built::Onewire(onewire::Onewire::new(c))),
+            SourceConfig::Can(c) => Ok(Built::Can(can::Can::new(c)?)),
+            SourceConfig::Candump(c) => Ok(Built::Candump(can::replay::Candump::new(c)?)),
         }
     }
 }
@@ -161,6 +169,8 @@ pub fn spawn_all(
             Built::Jsonl(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Device(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Onewire(s) => spawn_one(&mut set, s, ctx, shutdown),
+            Built::Can(s) => spawn_one(&mut set, s, ctx, shutdown),
+            Built::Candump(s) => spawn_one(&mut set, s, ctx, shutdown),
         }
     }
     Ok(set)
