@@ -265,3 +265,6 @@ impl Candump {
         Ok(Some((frames, bad, last_error)))
     }
 }
+
+#[cfg(test)]
+mod tests;
