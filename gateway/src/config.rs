@@ -255,6 +255,10 @@ pub enum SourceConfig {
     Onewire(crate::sources::onewire::OnewireConfig),
     /// OBD-II PID polling over ISO-TP on a SocketCAN interface.
     Obd(crate::sources::obd::ObdConfig),
+    /// SocketCAN interfaces: J1939/FMS, DM1, VIN, NMEA 2000, DBC signals.
+    Can(crate::sources::can::CanConfig),
+    /// Replay of a can-utils candump log through the CAN decoders.
+    Candump(crate::sources::can::CandumpConfig),
 }
 
 impl SourceConfig {
@@ -265,6 +269,8 @@ impl SourceConfig {
             SourceConfig::Device(c) => &c.name,
             SourceConfig::Onewire(c) => &c.name,
             SourceConfig::Obd(c) => &c.name,
+            SourceConfig::Can(c) => &c.name,
+            SourceConfig::Candump(c) => &c.name,
         }
     }
 
@@ -287,6 +293,12 @@ impl SourceConfig {
             "obd" => {
                 Some(crate::sources::obd::ObdConfig::deserialize(entry).map(SourceConfig::Obd))
             }
+            "can" => {
+                Some(crate::sources::can::CanConfig::deserialize(entry).map(SourceConfig::Can))
+            }
+            "candump" => Some(
+                crate::sources::can::CandumpConfig::deserialize(entry).map(SourceConfig::Candump),
+            ),
             _ => None,
         }
     }
@@ -686,6 +698,16 @@ impl RawConfig {
                 SourceConfig::Device(d) => resolve(base_dir, &mut d.device),
                 SourceConfig::Onewire(o) => resolve(base_dir, &mut o.sysfs_root),
                 SourceConfig::Obd(_) => {}
+                SourceConfig::Can(c) => c
+                    .dbc
+                    .iter_mut()
+                    .for_each(|d| resolve(base_dir, &mut d.file)),
+                SourceConfig::Candump(c) => {
+                    resolve(base_dir, &mut c.path);
+                    c.dbc
+                        .iter_mut()
+                        .for_each(|d| resolve(base_dir, &mut d.file));
+                }
             }
         }
 
@@ -695,6 +717,8 @@ impl RawConfig {
         v.sources(&sources);
 
         if v.problems.is_empty() {
+            let mut pipeline = pipeline;
+            pipeline.signals.extend(can_filter_defaults(&sources));
             Ok(Config {
                 vehicle_id: vehicle.id,
                 store,
@@ -706,6 +730,20 @@ impl RawConfig {
             Err(v.problems)
         }
     }
+}
+
+/// The pipeline filter entries the CAN sources add after the user's own
+/// (`sources::can::default_filters`).
+fn can_filter_defaults(sources: &[SourceConfig]) -> Vec<SignalFilterConfig> {
+    let decoders: Vec<_> = sources
+        .iter()
+        .filter_map(|s| match s {
+            SourceConfig::Can(c) => Some(c.decode()),
+            SourceConfig::Candump(c) => Some(c.decode()),
+            _ => None,
+        })
+        .collect();
+    crate::sources::can::default_filters(&decoders)
 }
 
 fn resolve(base_dir: &Path, p: &mut PathBuf) {
@@ -1014,6 +1052,12 @@ impl Validator {
                 }
                 SourceConfig::Onewire(o) => self.source_problems(i, o.problems()),
                 SourceConfig::Obd(o) => self.source_problems(i, o.problems()),
+                SourceConfig::Can(c) => {
+                    self.source_problems(i, c.problems(self.files == FileChecks::Filesystem));
+                }
+                SourceConfig::Candump(c) => {
+                    self.source_problems(i, c.problems(self.files == FileChecks::Filesystem));
+                }
             }
         }
     }
@@ -1453,7 +1497,10 @@ tls = false
         };
         for p in &problems {
             assert!(p.message.contains("/etc/waymark/"), "{p}");
-            assert!(p.key.starts_with("mqtt."), "{p}");
+            assert!(
+                p.key.starts_with("mqtt.") || p.key.starts_with("sources["),
+                "{p}"
+            );
         }
     }
 
@@ -1476,16 +1523,39 @@ tls = false
         device.probes.push(probe.clone());
         let mut onewire = crate::sources::onewire::OnewireConfig::with_root("/sys".into());
         onewire.probes.push(probe);
+        let can: crate::sources::can::CanConfig = toml::from_str(
+            "interfaces = [\"can0\"]\n[[dbc]]\nfile = \"a.dbc\"\n\
+             [[dbc.signals]]\nmessage = \"M\"\nsignal = \"S\"\nname = \"N\"\nunit = \"u\"\n\
+             deadband = 1.0\nmin_interval_ms = 1\nmax_interval_ms = 2\n",
+        )
+        .unwrap();
+        let mut can = can;
+        can.dbc[0].j1939 = Some(true);
+        let candump = crate::sources::can::CandumpConfig {
+            name: "candump".into(),
+            path: "x.log".into(),
+            speed: 1.0,
+            repeat: false,
+            j1939: true,
+            nmea2000: false,
+            dbc: can.dbc.clone(),
+        };
         let all = vec![
             SourceConfig::Jsonl(jsonl),
             SourceConfig::Device(device),
             SourceConfig::Onewire(onewire),
             SourceConfig::Obd(crate::sources::obd::ObdConfig::on("can0")),
+            SourceConfig::Can(can),
+            SourceConfig::Candump(candump),
         ];
         for s in &all {
             match s {
-                SourceConfig::Jsonl(_) | SourceConfig::Device(_) | SourceConfig::Onewire(_) => {}
-                SourceConfig::Obd(_) => {}
+                SourceConfig::Jsonl(_)
+                | SourceConfig::Device(_)
+                | SourceConfig::Onewire(_)
+                | SourceConfig::Obd(_)
+                | SourceConfig::Can(_)
+                | SourceConfig::Candump(_) => {}
             }
         }
         all

@@ -79,6 +79,15 @@ counters! {
     /// stopped before the time became known. They are dropped rather than published with a
     /// 1970 date.
     readings_untimed_dropped,
+    /// CAN frames received by `can` sources and replayed by `candump` sources.
+    can_frames,
+    /// CAN error frames (bus errors, controller warnings, bus-off, restarts).
+    can_error_frames,
+    /// CAN frames lost before the gateway read them: the interface's `rx_dropped`
+    /// statistic and controller RX-overflow error frames.
+    can_rx_dropped,
+    /// Times a CAN interface went bus-off (each closes and reopens it with backoff).
+    can_bus_off,
 }
 
 /// State of one source, as the status document reports it.

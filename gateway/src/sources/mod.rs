@@ -18,6 +18,7 @@
 //! `SourceConfig` variant, one `Built` variant and one match arm in each of `Built::build` and
 //! `spawn_all`.
 
+pub mod can;
 pub mod cargo;
 pub mod device;
 pub mod gps;
@@ -79,6 +80,9 @@ pub enum SourceError {
     /// A `jsonl` source could not set up its listeners (bad path, busy port, permissions).
     #[error(transparent)]
     Jsonl(#[from] jsonl::JsonlError),
+    /// A `can` or `candump` source's DBC files are unusable.
+    #[error(transparent)]
+    Can(#[from] can::CanError),
     /// The pipeline's channel closed while the gateway was not shutting down: the pipeline
     /// task ended, so nothing a source reads can go anywhere.
     #[error("the pipeline stopped taking readings")]
@@ -125,6 +129,8 @@ enum Built {
     Device(device::Device),
     Onewire(onewire::Onewire),
     Obd(obd::Obd),
+    Can(can::Can),
+    Candump(can::replay::Candump),
 }
 
 impl Built {
@@ -135,6 +141,8 @@ impl Built {
             SourceConfig::Device(c) => Ok(Built::Device(device::Device::new(c))),
             SourceConfig::Onewire(c) => Ok(Built::Onewire(onewire::Onewire::new(c))),
             SourceConfig::Obd(c) => Ok(Built::Obd(obd::Obd::new(c))),
+            SourceConfig::Can(c) => Ok(Built::Can(can::Can::new(c)?)),
+            SourceConfig::Candump(c) => Ok(Built::Candump(can::replay::Candump::new(c)?)),
         }
     }
 }
@@ -165,6 +173,8 @@ pub fn spawn_all(
             Built::Device(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Onewire(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Obd(s) => spawn_one(&mut set, s, ctx, shutdown),
+            Built::Can(s) => spawn_one(&mut set, s, ctx, shutdown),
+            Built::Candump(s) => spawn_one(&mut set, s, ctx, shutdown),
         }
     }
     Ok(set)
