@@ -4,6 +4,7 @@
 //! To add a group of cases (e.g. the SocketCAN source's): write a module here with
 //! `pub fn cases() -> Vec<Case>` and add one `v.extend(that::cases())` line to [`all`].
 
+mod can_source;
 mod kernel;
 mod obd;
 
@@ -25,6 +26,7 @@ pub const IFACE: &str = "vcan0";
 pub fn all() -> Vec<Case> {
     let mut v = kernel::cases();
     v.extend(obd::cases());
+    v.extend(can_source::cases());
     v
 }
 
