@@ -253,6 +253,8 @@ pub enum SourceConfig {
     Device(crate::sources::device::DeviceConfig),
     /// DS18B20 temperature probes through the Linux 1-Wire sysfs.
     Onewire(crate::sources::onewire::OnewireConfig),
+    /// A GNSS receiver: NMEA 0183 on a serial port, or gpsd.
+    Gps(crate::sources::gps::GpsConfig),
 }
 
 impl SourceConfig {
@@ -262,6 +264,7 @@ impl SourceConfig {
             SourceConfig::Jsonl(c) => &c.name,
             SourceConfig::Device(c) => &c.name,
             SourceConfig::Onewire(c) => &c.name,
+            SourceConfig::Gps(c) => &c.name,
         }
     }
 
@@ -281,6 +284,9 @@ impl SourceConfig {
                 crate::sources::onewire::OnewireConfig::deserialize(entry)
                     .map(SourceConfig::Onewire),
             ),
+            "gps" => {
+                Some(crate::sources::gps::GpsConfig::deserialize(entry).map(SourceConfig::Gps))
+            }
             _ => None,
         }
     }
@@ -679,6 +685,11 @@ impl RawConfig {
                 }
                 SourceConfig::Device(d) => resolve(base_dir, &mut d.device),
                 SourceConfig::Onewire(o) => resolve(base_dir, &mut o.sysfs_root),
+                SourceConfig::Gps(g) => {
+                    if !g.device.as_os_str().is_empty() {
+                        resolve(base_dir, &mut g.device);
+                    }
+                }
             }
         }
 
@@ -1006,6 +1017,30 @@ impl Validator {
                     }
                 }
                 SourceConfig::Onewire(o) => self.source_problems(i, o.problems()),
+                SourceConfig::Gps(g) => {
+                    self.source_problems(i, g.problems());
+                    fn serial(s: &SourceConfig) -> Option<&std::path::PathBuf> {
+                        match s {
+                            SourceConfig::Device(e) => Some(&e.device),
+                            SourceConfig::Gps(e)
+                                if e.mode == crate::sources::gps::GpsMode::Serial =>
+                            {
+                                Some(&e.device)
+                            }
+                            _ => None,
+                        }
+                    }
+                    if g.mode == crate::sources::gps::GpsMode::Serial
+                        && let Some(k) = sources[..i]
+                            .iter()
+                            .position(|s| serial(s) == Some(&g.device))
+                    {
+                        self.bad(
+                            at("device"),
+                            format!("sources[{k}] already reads this port"),
+                        );
+                    }
+                }
             }
         }
     }
@@ -1468,14 +1503,20 @@ tls = false
         device.probes.push(probe.clone());
         let mut onewire = crate::sources::onewire::OnewireConfig::with_root("/sys".into());
         onewire.probes.push(probe);
+        let mut gps = crate::sources::gps::GpsConfig::with_device("/dev/ttyACM0".into());
+        gps.init.push("$PMTK220,200".into());
         let all = vec![
             SourceConfig::Jsonl(jsonl),
             SourceConfig::Device(device),
             SourceConfig::Onewire(onewire),
+            SourceConfig::Gps(gps),
         ];
         for s in &all {
             match s {
-                SourceConfig::Jsonl(_) | SourceConfig::Device(_) | SourceConfig::Onewire(_) => {}
+                SourceConfig::Jsonl(_)
+                | SourceConfig::Device(_)
+                | SourceConfig::Onewire(_)
+                | SourceConfig::Gps(_) => {}
             }
         }
         all
@@ -1699,7 +1740,7 @@ tls = false
         let p = schema(&format!("{head}unix_sock = \"/run/x\"\n"));
         at(&p, "sources[0].unix_sock", 10, 1);
         assert!(p.message.contains("unknown field `unix_sock`"), "{p}");
-        let p = schema(&format!("{BASE}\n[[sources]]\ntype = \"gps\"\n"));
+        let p = schema(&format!("{BASE}\n[[sources]]\ntype = \"lidar\"\n"));
         at(&p, "sources[0].type", 9, 8);
         let p = schema(&format!("{BASE}\n[[sources]]\nname = \"x\"\n"));
         at(&p, "sources[0].type", 8, 1);

@@ -123,6 +123,7 @@ enum Built {
     Jsonl(jsonl::Jsonl),
     Device(device::Device),
     Onewire(onewire::Onewire),
+    Gps(gps::Gps),
 }
 
 impl Built {
@@ -132,6 +133,7 @@ impl Built {
             SourceConfig::Jsonl(c) => Ok(Built::Jsonl(jsonl::Jsonl::bind(c)?)),
             SourceConfig::Device(c) => Ok(Built::Device(device::Device::new(c))),
             SourceConfig::Onewire(c) => Ok(Built::Onewire(onewire::Onewire::new(c))),
+            SourceConfig::Gps(c) => Ok(Built::Gps(gps::Gps::new(c))),
         }
     }
 }
@@ -161,6 +163,7 @@ pub fn spawn_all(
             Built::Jsonl(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Device(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Onewire(s) => spawn_one(&mut set, s, ctx, shutdown),
+            Built::Gps(s) => spawn_one(&mut set, s, ctx, shutdown),
         }
     }
     Ok(set)
