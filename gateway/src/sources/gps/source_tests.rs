@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use waymark_wire::{Reading, Value};
 
+use super::config::GpsMode;
 use super::pty::Pty;
 use super::tests::{EXPECTED, capture};
 use super::*;
@@ -243,4 +244,86 @@ async fn fix_time_disciplines_the_clock_and_stamps_the_readings() {
     assert_eq!(stamps.first().copied(), Some(expected), "{stamps:?}");
     rig.stop().await;
     drop(pty);
+}
+
+/// Positions (rounded to 1e-6°) the running source produced from `log`.
+fn rounded(positions: &[(i64, f64, f64)]) -> Vec<(i64, i64)> {
+    positions
+        .iter()
+        .map(|&(_, lat, lon)| ((lat * 1e6).round() as i64, (lon * 1e6).round() as i64))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpsd_fed_by_gpsfake_agrees_with_the_serial_source() {
+    const LOG: &str = "bu353s4.log";
+    // The serial source on the capture.
+    // Static drift off in both: the stop point would depend on the first fix each saw.
+    let (rig_serial, mut pty) = rig(|c| c.stop_speed_kmh = 0.0).await;
+    pty.write_all(&capture(LOG)).unwrap();
+    rig_serial
+        .wait("serial fixes", |r| r.counters().gps_fixes == 25)
+        .await;
+    let serial = rounded(&rig_serial.positions.lock().unwrap());
+    rig_serial.stop().await;
+    drop(pty);
+
+    // A real gpsd (started by gpsfake, loopback, free port) replaying the same capture.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = format!("{}/tests/data/nmea/{LOG}", env!("CARGO_MANIFEST_DIR"));
+    let mut fake = std::process::Command::new("gpsfake")
+        .args(["-1", "-q", "-c", "0.05", "-P", &port.to_string(), &log])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gpsfake (Debian gpsd-clients) is needed: scripts/test installs it");
+    let (rig_gpsd, _unused_pty) = rig(|c| {
+        c.mode = GpsMode::Gpsd;
+        c.gpsd = format!("127.0.0.1:{port}");
+        c.stop_speed_kmh = 0.0;
+    })
+    .await;
+    // The replay is over when no fix arrived for 3 s after the first ones.
+    let deadline = std::time::Instant::now() + GUARD;
+    let (mut last, mut since) = (0, std::time::Instant::now());
+    loop {
+        let n = rig_gpsd.counters().gps_fixes;
+        if n != last {
+            (last, since) = (n, std::time::Instant::now());
+        } else if n > 0 && since.elapsed() >= Duration::from_secs(3) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gpsd replay did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::process::Command::new("kill")
+        .arg(fake.id().to_string())
+        .status()
+        .unwrap();
+    fake.wait().unwrap();
+    let gpsd = rounded(&rig_gpsd.positions.lock().unwrap());
+    let c = rig_gpsd.counters();
+    rig_gpsd.stop().await;
+    // Every position gpsd reported is one the serial source reported (within 1e-6°: gpsd
+    // prints 9 decimals of its own conversion); gpsd reports per its own cycle and may merge
+    // or skip epochs of a fast replay, so the counts are compared loosely.
+    assert!(
+        gpsd.len() * 2 >= serial.len(),
+        "{gpsd:?} vs {serial:?}, {c:?}"
+    );
+    for p in &gpsd {
+        assert!(
+            serial
+                .iter()
+                .any(|s| (s.0 - p.0).abs() <= 1 && (s.1 - p.1).abs() <= 1),
+            "gpsd position {p:?} not in the serial source's {serial:?}"
+        );
+    }
 }
