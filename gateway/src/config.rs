@@ -259,6 +259,8 @@ pub enum SourceConfig {
     Can(crate::sources::can::CanConfig),
     /// Replay of a can-utils candump log through the CAN decoders.
     Candump(crate::sources::can::CandumpConfig),
+    /// A GNSS receiver: NMEA 0183 on a serial port, or gpsd.
+    Gps(crate::sources::gps::GpsConfig),
 }
 
 impl SourceConfig {
@@ -271,6 +273,7 @@ impl SourceConfig {
             SourceConfig::Obd(c) => &c.name,
             SourceConfig::Can(c) => &c.name,
             SourceConfig::Candump(c) => &c.name,
+            SourceConfig::Gps(c) => &c.name,
         }
     }
 
@@ -299,6 +302,9 @@ impl SourceConfig {
             "candump" => Some(
                 crate::sources::can::CandumpConfig::deserialize(entry).map(SourceConfig::Candump),
             ),
+            "gps" => {
+                Some(crate::sources::gps::GpsConfig::deserialize(entry).map(SourceConfig::Gps))
+            }
             _ => None,
         }
     }
@@ -708,6 +714,11 @@ impl RawConfig {
                         .iter_mut()
                         .for_each(|d| resolve(base_dir, &mut d.file));
                 }
+                SourceConfig::Gps(g) => {
+                    if !g.device.as_os_str().is_empty() {
+                        resolve(base_dir, &mut g.device);
+                    }
+                }
             }
         }
 
@@ -1057,6 +1068,30 @@ impl Validator {
                 }
                 SourceConfig::Candump(c) => {
                     self.source_problems(i, c.problems(self.files == FileChecks::Filesystem));
+                }
+                SourceConfig::Gps(g) => {
+                    self.source_problems(i, g.problems());
+                    fn serial(s: &SourceConfig) -> Option<&std::path::PathBuf> {
+                        match s {
+                            SourceConfig::Device(e) => Some(&e.device),
+                            SourceConfig::Gps(e)
+                                if e.mode == crate::sources::gps::GpsMode::Serial =>
+                            {
+                                Some(&e.device)
+                            }
+                            _ => None,
+                        }
+                    }
+                    if g.mode == crate::sources::gps::GpsMode::Serial
+                        && let Some(k) = sources[..i]
+                            .iter()
+                            .position(|s| serial(s) == Some(&g.device))
+                    {
+                        self.bad(
+                            at("device"),
+                            format!("sources[{k}] already reads this port"),
+                        );
+                    }
                 }
             }
         }
@@ -1540,6 +1575,8 @@ tls = false
             nmea2000: false,
             dbc: can.dbc.clone(),
         };
+        let mut gps = crate::sources::gps::GpsConfig::with_device("/dev/ttyACM0".into());
+        gps.init.push("$PMTK220,200".into());
         let all = vec![
             SourceConfig::Jsonl(jsonl),
             SourceConfig::Device(device),
@@ -1547,6 +1584,7 @@ tls = false
             SourceConfig::Obd(crate::sources::obd::ObdConfig::on("can0")),
             SourceConfig::Can(can),
             SourceConfig::Candump(candump),
+            SourceConfig::Gps(gps),
         ];
         for s in &all {
             match s {
@@ -1555,7 +1593,8 @@ tls = false
                 | SourceConfig::Onewire(_)
                 | SourceConfig::Obd(_)
                 | SourceConfig::Can(_)
-                | SourceConfig::Candump(_) => {}
+                | SourceConfig::Candump(_)
+                | SourceConfig::Gps(_) => {}
             }
         }
         all
@@ -1779,7 +1818,7 @@ tls = false
         let p = schema(&format!("{head}unix_sock = \"/run/x\"\n"));
         at(&p, "sources[0].unix_sock", 10, 1);
         assert!(p.message.contains("unknown field `unix_sock`"), "{p}");
-        let p = schema(&format!("{BASE}\n[[sources]]\ntype = \"gps\"\n"));
+        let p = schema(&format!("{BASE}\n[[sources]]\ntype = \"lidar\"\n"));
         at(&p, "sources[0].type", 9, 8);
         let p = schema(&format!("{BASE}\n[[sources]]\nname = \"x\"\n"));
         at(&p, "sources[0].type", 8, 1);

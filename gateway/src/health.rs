@@ -88,6 +88,38 @@ counters! {
     can_rx_dropped,
     /// Times a CAN interface went bus-off (each closes and reopens it with backoff).
     can_bus_off,
+    /// NMEA sentences parsed by `gps` sources (serial mode).
+    gps_sentences,
+    /// NMEA sentences rejected for a missing (with `require_checksum`), malformed or wrong
+    /// checksum.
+    gps_bad_checksum,
+    /// NMEA sentences with a good checksum but a bad field, and gpsd lines that are not the
+    /// JSON expected.
+    gps_invalid,
+    /// NMEA lines longer than `max_sentence_bytes` or cut short by garbage (and gpsd lines
+    /// over the line limit), skipped.
+    gps_overlong,
+    /// Bytes outside any sentence (binary frames, NUL runs, line noise), skipped.
+    gps_garbage_bytes,
+    /// Fixes accepted by GNSS hygiene (they became readings).
+    gps_fixes,
+    /// Fixes rejected: no fix (status V, quality 0, mode N, no position).
+    gps_rejected_no_fix,
+    /// Fixes rejected: at 0°, 0° (`null_island_deg`).
+    gps_rejected_null_island,
+    /// Fixes rejected: HDOP above `max_hdop`.
+    gps_rejected_hdop,
+    /// Fixes rejected: fewer satellites than `min_satellites`.
+    gps_rejected_satellites,
+    /// Fixes rejected: same time as the last accepted fix (`reject_duplicates`).
+    gps_rejected_duplicate,
+    /// Fixes rejected: a jump faster than `max_speed_kmh`, or time going back.
+    gps_rejected_jump,
+    /// Accepted fixes whose position was collapsed onto the stop point (static drift).
+    gps_drift_collapsed,
+    /// Times a `gps` source lost its receiver or gpsd (unplug, read error, closed socket,
+    /// failed open) and went into its reopen backoff.
+    gps_reopens,
 }
 
 /// State of one source, as the status document reports it.

@@ -131,6 +131,7 @@ enum Built {
     Obd(obd::Obd),
     Can(can::Can),
     Candump(can::replay::Candump),
+    Gps(gps::Gps),
 }
 
 impl Built {
@@ -143,6 +144,7 @@ impl Built {
             SourceConfig::Obd(c) => Ok(Built::Obd(obd::Obd::new(c))),
             SourceConfig::Can(c) => Ok(Built::Can(can::Can::new(c)?)),
             SourceConfig::Candump(c) => Ok(Built::Candump(can::replay::Candump::new(c)?)),
+            SourceConfig::Gps(c) => Ok(Built::Gps(gps::Gps::new(c))),
         }
     }
 }
@@ -175,6 +177,7 @@ pub fn spawn_all(
             Built::Obd(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Can(s) => spawn_one(&mut set, s, ctx, shutdown),
             Built::Candump(s) => spawn_one(&mut set, s, ctx, shutdown),
+            Built::Gps(s) => spawn_one(&mut set, s, ctx, shutdown),
         }
     }
     Ok(set)

@@ -86,6 +86,12 @@ impl EpochAssembler {
         self.stats
     }
 
+    /// Time of day of the epoch in progress, if one is open (the source notes when each
+    /// epoch's first sentence arrived, for the clock).
+    pub fn current_time(&self) -> Option<TimeOfDay> {
+        self.current.as_ref().map(|(f, _)| f.time)
+    }
+
     /// Adds a sentence; returns the previous epoch when this sentence starts a new one.
     pub fn push(&mut self, s: &Sentence) -> Option<Fix> {
         let (time, positional) = match s {

@@ -102,7 +102,7 @@ fn epoch_without_date_has_no_utc_and_zda_alone_is_no_fix() {
 }
 
 /// The capture without gpsd's leading `#` metadata lines (a receiver never sends them).
-fn capture(name: &str) -> Vec<u8> {
+pub(super) fn capture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/data/nmea/{name}", env!("CARGO_MANIFEST_DIR"));
     let raw = std::fs::read(&path).unwrap();
     let mut out = Vec::with_capacity(raw.len());
@@ -151,7 +151,7 @@ fn replay(bytes: &[u8], seed: u64) -> (Vec<Fix>, GnssStats) {
 ///   minutes: 12 invalid), 11 `$PMTKCHN` lines longer than 120 bytes: 0.
 /// - gp-320fw cold boot: 3 RMC A, one truncated into a bad checksum: 2; 40 bad checksums.
 /// - ublox8-uniqid-monhw: UBX frames break 14 lines; 6 fixes survive.
-const EXPECTED: &[(&str, u64, u64, u64, u64, u64, u64)] = &[
+pub(super) const EXPECTED: &[(&str, u64, u64, u64, u64, u64, u64)] = &[
     ("GPSmap-76S.log", 0, 12, 95, 0, 0, 0),
     ("beidou-bd.log", 5, 10, 67, 0, 0, 0),
     ("bu353-glonass.log", 9, 19, 112, 0, 0, 0),
