@@ -160,7 +160,9 @@ pub async fn run(
     if let (Some(user), Some(pw)) = (&m.username, &config.mqtt_password) {
         options.set_credentials(user.clone(), pw.clone());
     }
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    // Room for a whole batch of PUBACKs plus the SUBSCRIBEs: the writer's `ack` never waits
+    // for the event loop, which may itself be waiting to hand the writer a message.
+    let (client, mut eventloop) = AsyncClient::new(options, config.store.batch_max + 64);
     let mut filters = vec![topics::all_vehicles_filter(&m.topic_prefix, Stream::Events)];
     if m.subscribe_telemetry {
         filters.push(topics::all_vehicles_filter(

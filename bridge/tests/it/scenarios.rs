@@ -336,3 +336,77 @@ fn check_config_names_the_key() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_is_decoded_forwarded_and_written_as_json_lines() {
+    use waymark_wire::{Reading, Value};
+    let broker = Mosquitto::start(MosquittoOptions::default()).await;
+    let recv = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut bridge = Bridge::configure(
+        dir.path(),
+        broker.port(),
+        &format!(
+            "[telemetry]\ntarget = \"map\"\njsonl_path = \"telemetry.jsonl\"\n\n\
+             [[targets]]\nname = \"map\"\nurl = \"{u}/map\"\nsecret_file = \"target.secret\"\n",
+            u = recv.url
+        ),
+    );
+    let toml = std::fs::read_to_string(dir.path().join("bridge.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("bridge.toml"),
+        toml.replace("tls = false\n", "tls = false\nsubscribe_telemetry = true\n"),
+    )
+    .unwrap();
+    bridge.start();
+    let readings: Vec<Reading> = (0..50)
+        .map(|i| Reading {
+            signal: "Vehicle.Speed".into(),
+            value: Value::Num(f64::from(i) * 1.5),
+            unit: "km/h".into(),
+            time: 1_795_420_370_000 + i64::from(i) * 1000,
+            source: "can0".into(),
+        })
+        .collect();
+    let payload = waymark_wire::telemetry::encode(&readings).unwrap();
+    let mut p = Publisher::connect(broker.port(), "vehicle-V3").await;
+    let topic = "waymark/v1/vehicles/V3/telemetry";
+    // Publish until one batch arrives (the subscription exists from then on).
+    for _ in 0..150 {
+        p.publish(topic, payload.clone()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !recv.requests("map").is_empty() {
+            break;
+        }
+    }
+    let req = recv
+        .requests("map")
+        .first()
+        .cloned()
+        .expect("a batch arrives");
+    assert!(req.signed);
+    let ev: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    assert_eq!(ev["type"], "waymark.telemetry.batch");
+    assert_eq!(ev["source"], "urn:waymark:vehicle:V3");
+    assert_eq!(ev["id"], req.key.as_str());
+    let back: Vec<Reading> = serde_json::from_value(ev["data"]["readings"].clone()).unwrap();
+    assert_eq!(back, readings);
+    let lines = std::fs::read_to_string(dir.path().join("telemetry.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(first["vehicle"], "V3");
+    assert_eq!(first["signal"], "Vehicle.Speed");
+    assert_eq!(first["time"], 1_795_420_370_000i64);
+    assert_eq!(lines.lines().count() % 50, 0);
+    // A batch that does not decode is rejected, not forwarded.
+    let mut bad = payload.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    p.publish(topic, bad).await;
+    p.flush().await;
+    wait_until(
+        "malformed telemetry rejected",
+        Duration::from_secs(30),
+        || bridge.status()["counters"]["rejected.malformed"] == 1,
+    )
+    .await;
+}
