@@ -37,9 +37,22 @@ pub struct RawConfig {
     /// `[telemetry]`: what to do with telemetry batches.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// `[[targets]]`: HTTP endpoints and which event types they get.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus endpoint (`GET /metrics`), e.g. `127.0.0.1:9464`.
+    /// Default: none (off).
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[mqtt]`.
@@ -220,6 +233,8 @@ pub struct Config {
     pub gaps: GapsConfig,
     /// `[telemetry]`, path resolved.
     pub telemetry: TelemetryConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
     /// `[[targets]]` with their secrets.
     pub targets: Vec<Target>,
 }
@@ -343,6 +358,7 @@ impl RawConfig {
             intake,
             gaps,
             mut telemetry,
+            metrics,
             targets,
         } = self;
         range("mqtt.keep_alive_s".into(), mqtt.keep_alive_s, 5, 3600);
@@ -496,6 +512,7 @@ impl RawConfig {
                 intake,
                 gaps,
                 telemetry,
+                metrics,
                 targets: checked,
             })
         } else {

@@ -49,6 +49,87 @@ pub enum RunError {
     /// The HTTP client cannot be built (TLS setup).
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// `metrics.listen` cannot be bound.
+    #[error("metrics.listen: cannot listen on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `GET /metrics`: the `status` document in the Prometheus text format.
+async fn metrics(
+    axum::extract::State((store, names)): axum::extract::State<(Shared, Arc<Vec<String>>)>,
+) -> (axum::http::StatusCode, String) {
+    match with_store(&store, move |s| s.status(&names, now_ms())).await {
+        Ok(status) => (axum::http::StatusCode::OK, render_metrics(&status)),
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("# store unavailable: {e}\n"),
+        ),
+    }
+}
+
+/// Renders a status document as Prometheus text (exposition format 0.0.4).
+pub fn render_metrics(status: &crate::store::Status) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in rows {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    let per_target = |f: &dyn Fn(&crate::store::TargetStatus) -> f64| {
+        status
+            .targets
+            .iter()
+            .map(|(t, s)| (format!("{{target=\"{t}\"}}"), f(s)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "waymark_bridge_backlog",
+        "gauge",
+        "Events waiting in the target's outbox.",
+        per_target(&|s| s.backlog as f64),
+    );
+    family(
+        "waymark_bridge_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest event waiting for the target (0 when none).",
+        per_target(&|s| s.oldest_age_ms.unwrap_or(0) as f64 / 1000.0),
+    );
+    family(
+        "waymark_bridge_dead_letters",
+        "gauge",
+        "Events in the dead-letter table for the target.",
+        per_target(&|s| s.dlq as f64),
+    );
+    family(
+        "waymark_bridge_vehicles_with_open_gaps",
+        "gauge",
+        "Vehicles with at least one open sequence gap.",
+        vec![(String::new(), status.open_gaps.len() as f64)],
+    );
+    family(
+        "waymark_bridge_events_total",
+        "counter",
+        "Distinct events recorded.",
+        vec![(String::new(), status.events as f64)],
+    );
+    family(
+        "waymark_bridge_counter_total",
+        "counter",
+        "The bridge's persistent counters (docs/bridge.md), by name.",
+        status
+            .counters
+            .iter()
+            .map(|(k, v)| (format!("{{name=\"{k}\"}}"), *v as f64))
+            .collect(),
+    );
+    out
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -138,6 +219,26 @@ pub async fn run(
                     Ok(targets) => wake(&notifies, &targets),
                     Err(e) => tracing::error!(error = %e, "cannot raise gap alerts"),
                 }
+            }
+        });
+    }
+
+    if let Some(addr) = config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Metrics { addr, source })?;
+        let names: Vec<String> = config
+            .targets
+            .iter()
+            .map(|t| t.config.name.clone())
+            .collect();
+        let app = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics))
+            .with_state((store.clone(), Arc::new(names)));
+        tracing::info!(%addr, "Prometheus endpoint listening");
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "Prometheus endpoint stopped");
             }
         });
     }

@@ -343,13 +343,16 @@ async fn telemetry_is_decoded_forwarded_and_written_as_json_lines() {
     let broker = Mosquitto::start(MosquittoOptions::default()).await;
     let recv = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let metrics_port = crate::free_port();
     let mut bridge = Bridge::configure(
         dir.path(),
         broker.port(),
         &format!(
-            "[telemetry]\ntarget = \"map\"\njsonl_path = \"telemetry.jsonl\"\n\n\
+            "[metrics]\nlisten = \"127.0.0.1:{m}\"\n\n\
+             [telemetry]\ntarget = \"map\"\njsonl_path = \"telemetry.jsonl\"\n\n\
              [[targets]]\nname = \"map\"\nurl = \"{u}/map\"\nsecret_file = \"target.secret\"\n",
-            u = recv.url
+            u = recv.url,
+            m = metrics_port,
         ),
     );
     let toml = std::fs::read_to_string(dir.path().join("bridge.toml")).unwrap();
