@@ -303,11 +303,7 @@ async fn gpsd_fed_by_gpsfake_agrees_with_the_serial_source() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    std::process::Command::new("kill")
-        .arg(fake.id().to_string())
-        .status()
-        .unwrap();
-    fake.wait().unwrap();
+    stop_gpsfake(&mut fake);
     let gpsd = rounded(&rig_gpsd.positions.lock().unwrap());
     let c = rig_gpsd.counters();
     rig_gpsd.stop().await;
@@ -326,4 +322,23 @@ async fn gpsd_fed_by_gpsfake_agrees_with_the_serial_source() {
             "gpsd position {p:?} not in the serial source's {serial:?}"
         );
     }
+}
+
+/// Stops gpsfake: SIGTERM first (it then stops its gpsd), SIGKILL if it is still there after
+/// 5 s. gpsfake's SIGTERM handler can wait forever for a gpsd that already exited (seen on a
+/// machine without a D-Bus system bus), so a plain wait after SIGTERM may never return.
+fn stop_gpsfake(fake: &mut std::process::Child) {
+    std::process::Command::new("kill")
+        .arg(fake.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if fake.try_wait().unwrap().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fake.kill().unwrap();
+    fake.wait().unwrap();
 }
