@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         }
         now += u64::from(chunk[0]) * 8;
         let bus = chunk[1] & 1;
-        let pgn_byte = if chunk[1] & 2 == 0 { 0xEC } else { 0xEB };
+        let pgn_byte: u8 = if chunk[1] & 2 == 0 { 0xEC } else { 0xEB };
         let id = J1939Id::from_raw(
             0x1C00_0000 | u32::from(pgn_byte) << 16 | u32::from(chunk[2]) << 8 | u32::from(chunk[3] & 7),
         );
