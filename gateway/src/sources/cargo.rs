@@ -63,6 +63,21 @@ impl KeyProblem {
             )
         })
     }
+
+    /// `Some` problem when the reopen backoff bounds (`reopen_min_ms`, `reopen_max_ms`) are
+    /// unusable: a zero first delay, or a first delay longer than the longest.
+    pub fn reopen_delays(min_ms: u64, max_ms: u64) -> Option<Self> {
+        if min_ms == 0 {
+            Some(Self::at("reopen_min_ms", "must be at least 1"))
+        } else if min_ms > max_ms {
+            Some(Self::at(
+                "reopen_min_ms",
+                format!("{min_ms} is greater than reopen_max_ms ({max_ms})"),
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// Checks a probe map: ids in the Linux 1-Wire form, compartment names valid signal

@@ -127,17 +127,10 @@ impl DeviceConfig {
             self.time_sync_interval_s,
             (1, 86_400),
         ));
-        if self.reopen_min_ms == 0 {
-            out.push(KeyProblem::at("reopen_min_ms", "must be at least 1"));
-        } else if self.reopen_min_ms > self.reopen_max_ms {
-            out.push(KeyProblem::at(
-                "reopen_min_ms",
-                format!(
-                    "{} is greater than reopen_max_ms ({})",
-                    self.reopen_min_ms, self.reopen_max_ms
-                ),
-            ));
-        }
+        out.extend(KeyProblem::reopen_delays(
+            self.reopen_min_ms,
+            self.reopen_max_ms,
+        ));
         out.extend(KeyProblem::range(
             "max_frames_per_s",
             self.max_frames_per_s,

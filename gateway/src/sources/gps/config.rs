@@ -353,17 +353,10 @@ impl GpsConfig {
             self.no_fix_timeout_s,
             (1, 86_400),
         ));
-        if self.reopen_min_ms == 0 {
-            out.push(KeyProblem::at("reopen_min_ms", "must be at least 1"));
-        } else if self.reopen_min_ms > self.reopen_max_ms {
-            out.push(KeyProblem::at(
-                "reopen_min_ms",
-                format!(
-                    "{} is greater than reopen_max_ms ({})",
-                    self.reopen_min_ms, self.reopen_max_ms
-                ),
-            ));
-        }
+        out.extend(KeyProblem::reopen_delays(
+            self.reopen_min_ms,
+            self.reopen_max_ms,
+        ));
         if parse_date(&self.week_rollover_floor).is_none() {
             out.push(KeyProblem::at(
                 "week_rollover_floor",
