@@ -5,7 +5,7 @@
 //! extracts a value from a frame's payload. Decoding never panics and never reads outside
 //! the payload: a signal that does not fit the frame it arrived in yields nothing.
 //!
-//! Real-world quirks tolerated (`/work/shared/data/can/README.md`, and the captures in
+//! Real-world quirks tolerated (the data README and the captures in
 //! `gateway/tests/data/can/`):
 //! - **29-bit ids without the `0x80000000` flag** (`BO_ 506855454`): any id above `0x7FF`
 //!   is extended. can-dbc truncates such ids to 16 bits, so ids are read from the `BO_`
